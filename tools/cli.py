@@ -1,0 +1,39 @@
+"""``python -m tools``: verify, package, download bundles and write the offline demo data."""
+
+from __future__ import annotations
+
+import sys
+
+import fire
+
+
+def sync_common(check: bool = False) -> None:
+    """Copy tools/common into every bundle's scripts/common; with --check, fail on drift instead."""
+    from tools.sync_common import sync
+
+    problems = sync(check=check)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if check and problems:
+        raise SystemExit(1)
+    print("copies up to date" if check else f"synced ({len(problems)} file(s) refreshed)")
+
+
+def _commands() -> dict:
+    from tools import demo_data, download, packaging, verify
+
+    return {
+        "verify": verify.verify_cli,
+        "package": packaging.package_cli,
+        "download": download.download_cli,
+        "demo-data": demo_data.demo_data_cli,
+        "sync-common": sync_common,
+    }
+
+
+def main() -> None:
+    fire.Fire(_commands())
+
+
+if __name__ == "__main__":
+    main()
