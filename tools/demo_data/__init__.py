@@ -38,7 +38,11 @@ def demo_data_cli(
         from tools.demo_data.brain import make_brain_cohort
 
         datalist = make_brain_cohort(
-            out_dir, seed=seed, n_subjects=n_subjects, resolution_mm=resolution_mm, lesion_probability=lesion_probability
+            out_dir,
+            seed=seed,
+            n_subjects=n_subjects,
+            resolution_mm=resolution_mm,
+            lesion_probability=lesion_probability,
         )
         print(f"brain cohort: {datalist}")
     if kind in ("tof", "all"):
