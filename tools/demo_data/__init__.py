@@ -17,6 +17,7 @@ def demo_data_cli(
     lesion_probability: float = 0.5,
     n_patients: int = 20,
     patches_per_patient: int = 200,
+    overwrite: bool = False,
 ) -> None:
     """Write the demo datasets under ``out``.
 
@@ -29,6 +30,7 @@ def demo_data_cli(
         lesion_probability: share of brain subjects that receive inserted lesions.
         n_patients: TOF-MRA phantom patients (split into train / validation / test).
         patches_per_patient: 96x96 patches per TOF patient, half centred on vessels.
+        overwrite: replace existing datasets instead of refusing.
     """
     kinds = {"brain", "tof", "all"}
     if kind not in kinds:
@@ -43,10 +45,13 @@ def demo_data_cli(
             n_subjects=n_subjects,
             resolution_mm=resolution_mm,
             lesion_probability=lesion_probability,
+            overwrite=overwrite,
         )
         print(f"brain cohort: {datalist}")
     if kind in ("tof", "all"):
         from tools.demo_data.tof import make_tof_dataset
 
-        datalist = make_tof_dataset(out_dir, seed=seed, n_patients=n_patients, patches_per_patient=patches_per_patient)
+        datalist = make_tof_dataset(
+            out_dir, seed=seed, n_patients=n_patients, patches_per_patient=patches_per_patient, overwrite=overwrite
+        )
         print(f"TOF-MRA phantoms: {datalist}")
