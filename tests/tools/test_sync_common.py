@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tools import BUNDLES_DIR
 from tools.sync_common import COMMON_SOURCE, bundles_using_common, drift, sync
-
-from conftest import BUNDLES_DIR
 
 
 @pytest.mark.parametrize("bundle", bundles_using_common(BUNDLES_DIR), ids=lambda p: p.name)
