@@ -16,7 +16,8 @@ SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
 
 
 def _cli_value(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """Python-literal text, which fire parses back (JSON's true/false/null would stay strings)."""
+    return value if isinstance(value, str) else repr(value)
 
 
 def run_bundle(
