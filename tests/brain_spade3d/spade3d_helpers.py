@@ -1,0 +1,109 @@
+"""Helpers shared by the brain_spade3d tests: tiny sizes, override sets and in-process bundle imports.
+
+Test modules import these from here, never ``from conftest import ...``: pytest imports every
+conftest.py as the module ``conftest``, so which one that reaches depends on the collected folders.
+The repository-wide helpers of tests/conftest.py are loaded by path for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+_spec = importlib.util.spec_from_file_location(
+    "_synthbrain_root_conftest", Path(__file__).parent.parent / "conftest.py"
+)
+_root_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root_conftest)
+REPO_ROOT = _root_conftest.REPO_ROOT
+BUNDLES_DIR = _root_conftest.BUNDLES_DIR
+run_bundle = _root_conftest.run_bundle
+
+BUNDLE = BUNDLES_DIR / "brain_spade3d"
+RESOLUTION_MM = 8
+#: The 8 mm cohort (20x28x20) centre-cropped so that every network's downsampling divides it.
+SPATIAL_SHAPE = [16, 24, 16]
+LESION_NAMES = ["wmh", "tumour", "edema", "enhancing"]
+
+#: Network sizes of every tiny run; each key exists in every config that defines the network.
+TINY_AUTOENCODER = {
+    "spatial_shape": SPATIAL_SHAPE,
+    "autoencoder_def#channels": [8, 8, 8],
+    "autoencoder_def#norm_num_groups": 4,
+    "latent_channels": 4,
+}
+TINY_DIFFUSION = {
+    "diffusion_def#channels": [16, 32],
+    "diffusion_def#num_head_channels": [0, 16],
+    "diffusion_def#norm_num_groups": 8,
+}
+TINY_GENERATOR = {
+    "spatial_shape": SPATIAL_SHAPE,
+    "generator_def#channels": [8, 8, 8],
+    "generator_def#z_dim": 8,
+    "generator_def#spade_intermediate_channels": 8,
+}
+TINY_SAMPLING = {
+    **TINY_AUTOENCODER,
+    **TINY_DIFFUSION,
+    **TINY_GENERATOR,
+    "resolution_mm": RESOLUTION_MM,
+    "num_inference_steps": 3,
+    "progress": False,
+}
+
+
+def training_overrides(config: str, cohort: Path, run_dir: Path, models_dir: Path, max_epochs: int) -> dict:
+    """Overrides for a seconds-long run of one training config (adversarial terms on from epoch 2)."""
+    common = {
+        "dataset_dir": str(cohort),
+        "run_dir": str(run_dir),
+        "models_dir": str(models_dir),
+        "train#trainer#max_epochs": max_epochs,
+        "val_interval": 1,
+    }
+    if config == "train_label_autoencoder.json":
+        return {
+            **common,
+            **TINY_AUTOENCODER,
+            "discriminator_def#channels": 8,
+            "discriminator_def#num_layers_d": 2,
+            "adversarial_warmup_epochs": 1,
+        }
+    if config == "train_label_diffusion.json":
+        return {
+            **common,
+            **TINY_AUTOENCODER,
+            **TINY_DIFFUSION,
+            "batch_size": 2,
+            "preview_interval": 2,
+            "num_inference_steps": 3,
+        }
+    if config == "train_image_generator.json":
+        return {
+            **common,
+            **TINY_GENERATOR,
+            "discriminator_def#channels": 8,
+            "discriminator_def#num_layers_d": 1,
+            "batch_size": 3,
+        }
+    raise ValueError(f"no tiny overrides for {config}")
+
+
+@contextlib.contextmanager
+def bundle_module(name: str) -> Iterator[ModuleType]:
+    """Import ``scripts.<name>`` of the bundle in-process, leaving ``sys.modules`` as it was afterwards."""
+    owned = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "scripts" or n.startswith("scripts.")}
+    sys.path.insert(0, str(BUNDLE))
+    try:
+        yield importlib.import_module(f"scripts.{name}")
+    finally:
+        sys.path.remove(str(BUNDLE))
+        for module_name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
+            del sys.modules[module_name]
+        sys.modules.update(owned)

@@ -1,0 +1,51 @@
+"""The bundle passes the model-zoo checks: metadata against the real schema, configs, and every network
+described by a ``<net>_data_format`` runs on its declared inputs (demo sizes, narrow channels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spade3d_helpers import BUNDLE
+
+from tools.sync_common import drift
+from tools.verify import verify_bundle
+
+NARROW = {
+    "autoencoder_def#channels": [8, 8, 8],
+    "autoencoder_def#norm_num_groups": 4,
+    "diffusion_def#channels": [16, 32],
+    "diffusion_def#num_head_channels": [0, 16],
+    "diffusion_def#norm_num_groups": 8,
+    "generator_def#channels": [8, 8, 8],
+    "generator_def#spade_intermediate_channels": 8,
+}
+
+
+def test_bundle_verifies_against_the_model_zoo_schema(schema_path: Path) -> None:
+    assert verify_bundle(BUNDLE, schema=schema_path, override=NARROW) == []
+
+
+def test_one_data_format_per_network() -> None:
+    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    formats = sorted(key for key in metadata if key.endswith("_data_format"))
+    assert formats == [
+        "autoencoder_data_format",
+        "diffusion_data_format",
+        "generator_data_format",
+        "network_data_format",
+    ]
+    inference = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    assert all(f"{key.removesuffix('_data_format')}_def" in inference for key in formats)
+
+
+def test_shared_code_copy_is_current() -> None:
+    assert drift(BUNDLE) == []
+
+
+def test_network_definitions_agree_across_configs() -> None:
+    """Training and inference must build the same networks, or trained weights would not load."""
+    configs = {p.name: json.loads(p.read_text()) for p in (BUNDLE / "configs").glob("*.json")}
+    for key in ("autoencoder_def", "diffusion_def", "generator_def", "spatial_shape", "latent_channels", "label_names"):
+        definitions = [json.dumps(c[key], sort_keys=True) for c in configs.values() if key in c]
+        assert len(definitions) >= 2 and len(set(definitions)) == 1, key

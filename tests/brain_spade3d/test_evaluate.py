@@ -1,0 +1,70 @@
+"""evaluate.json runs the three evaluations of the protocol at toy size and reports every number."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from spade3d_helpers import BUNDLE, run_bundle
+
+pytestmark = pytest.mark.slow
+
+FOREGROUND = ["csf", "gm", "wm", "deep_gm", "brainstem", "wmh", "tumour", "edema", "enhancing"]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def test_evaluation_report(sampling_overrides: dict, spade_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    overrides = {
+        **sampling_overrides,
+        "output_dir": str(out),
+        "dataset_dir": str(spade_cohort),
+        "segmenter_def#channels": [4, 8, 8],
+        "n_synthetic": 2,
+        "n_synthetic_tumour": 2,
+        "segmenter_epochs": 1,
+        "ssim_kernel_size": 5,
+        "presence_samples": 3,
+        "presence_batch_size": 2,
+    }
+    run_bundle(BUNDLE, ["inference.json", "evaluate.json"], overrides)
+    report = json.loads((out / "evaluation.json").read_text())
+    assert "demo data" in report["data"] and report["protocol"]["segmenter"] == "UNet"
+
+    presence = report["lesion_presence"]
+    assert set(presence) == {"healthy", "wmh", "tumour", "wmh+tumour", "all_requested_present_rate"}
+    assert presence["healthy"]["all_requested_present_rate"] is None  # nothing requested
+    for setting in ("wmh", "tumour", "wmh+tumour"):
+        assert presence[setting]["n_samples"] == 3 and 0.0 <= presence[setting]["all_requested_present_rate"] <= 1.0
+        for name in ("wmh", "tumour", "edema", "enhancing"):
+            values = presence[setting]["per_lesion"][name]
+            assert 0.0 <= values["present_rate"] <= 1.0 and values["mean_volume_ml"] >= 0.0
+    assert presence["wmh+tumour"]["condition"] == {"wmh": 0.6, "tumour": 0.6, "edema": 0.6, "enhancing": 0.6}
+    assert 0.0 <= presence["all_requested_present_rate"] <= 1.0
+
+    for contrast in ("T1w", "T2w", "FLAIR"):
+        similarity = report["similarity"][contrast]
+        assert similarity["n_images"] == 1 and _is_number(similarity["ssim"]) and _is_number(similarity["mse"])
+        present = [name for name, values in similarity["per_class"].items() if values["n_images"]]
+        assert {"gm", "wm"} <= set(present)
+        for name in present:
+            assert _is_number(similarity["per_class"][name]["mse"])
+
+    segmentation = report["segmentation"]
+    assert segmentation["real"]["n_training_pairs"] == 4 and segmentation["synthetic"]["n_training_pairs"] == 2
+    for arm in ("real", "synthetic"):
+        dice = segmentation[arm]["dice"]
+        assert list(dice) == FOREGROUND
+        assert all(v is None or 0.0 <= v <= 1.0 for v in dice.values()) and _is_number(dice["wm"])
+
+    pathology = report["unexpected_pathology"]
+    assert pathology["n_tumour_cases"] == 2  # the validation and the test subject of the cohort
+    assert pathology["healthy_only"]["n_training_pairs"] == 2
+    assert pathology["healthy_plus_synthetic_tumours"]["n_training_pairs"] == 4
+    for arm in ("healthy_only", "healthy_plus_synthetic_tumours"):
+        assert _is_number(pathology[arm]["dice"]["tumour"])  # tumour voxels exist in every test case

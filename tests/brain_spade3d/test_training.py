@@ -1,0 +1,81 @@
+"""The three training configs run end to end, export weights and statistics, log, and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+EXPORTS = {
+    "train_label_autoencoder.json": (
+        "label_autoencoder.pt",
+        {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer"},
+    ),
+    "train_label_diffusion.json": ("label_diffusion.pt", {"diffusion", "optimizer", "trainer"}),
+    "train_image_generator.json": (
+        "image_generator.pt",
+        {"generator", "discriminator", "optimizer_g", "optimizer_d", "trainer"},
+    ),
+}
+
+
+@pytest.mark.parametrize("config", list(EXPORTS))
+def test_training_resumes_and_exports(config: str, spade_trained: dict) -> None:
+    first, second = spade_trained["logs"][config]
+    assert "training starts fresh" in first.stdout
+    run_dir = spade_trained["root"] / config.removesuffix(".json")
+    checkpoint = torch.load(run_dir / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)
+    iterations = checkpoint["trainer"]["iteration"]
+    assert iterations >= 1
+    assert f"resumed at epoch 1, iteration {iterations}" in second.stdout
+    assert "Epoch: 1/2" not in second.stdout  # epoch 1 is not trained again
+    final = torch.load(run_dir / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    weights_name, objects = EXPORTS[config]
+    assert set(final) == objects
+    assert final["trainer"]["iteration"] == 2 * iterations
+    state = torch.load(spade_trained["models"] / weights_name, weights_only=True)
+    assert not any(key.startswith("module.") for key in state)  # bare state dict
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_label_autoencoder_is_a_10_class_autoencoder_validated_by_dice(spade_trained: dict) -> None:
+    state = torch.load(spade_trained["models"] / "label_autoencoder.pt", weights_only=True)
+    assert state["encoder.blocks.0.conv.weight"].shape[1] == 10
+    assert "val_mean_dice" in spade_trained["logs"]["train_label_autoencoder.json"][1].stdout
+    assert "generator_adversarial_loss" in spade_trained["logs"]["train_label_autoencoder.json"][1].stdout
+
+
+def test_label_diffusion_writes_label_stats_and_a_preview(spade_trained: dict, spade_cohort) -> None:
+    state = torch.load(spade_trained["models"] / "label_diffusion.pt", weights_only=True)
+    assert state["conv_in.conv.weight"].shape[1] == 4  # the latent only: the condition goes through cross-attention
+    stats = json.loads((spade_trained["models"] / "label_stats.json").read_text())
+    assert math.isfinite(stats["scale_factor"]) and stats["scale_factor"] > 0
+    assert stats["autoencoder"] == "label_autoencoder.pt" and len(stats["autoencoder_sha256"]) == 64
+    datalist = json.loads((spade_cohort / "datalist.json").read_text())
+    assert stats["lesion_fraction_max"] == datalist["lesion_fraction_max"]
+    lesioned = {tuple(round(v, 6) for v in item["lesion"]) for item in datalist["training"] if any(item["lesion"])}
+    assert {tuple(p) for p in stats["lesion_patterns"]} == lesioned
+    for name, (low, high) in stats["lesion_ranges"].items():
+        assert 0 <= low <= high <= 1, name
+    with Image.open(spade_trained["root"] / "train_label_diffusion" / "previews" / "epoch_0002.png") as preview:
+        assert preview.height > 4 * 16  # one row per preview condition
+
+
+def test_image_generator_logs_every_loss_term(spade_trained: dict) -> None:
+    log = spade_trained["logs"]["train_image_generator.json"][1].stdout
+    for term in (
+        "generator_adversarial_loss",
+        "feature_matching_loss",
+        "kl_loss",
+        "reconstruction_loss",
+        "discriminator_loss",
+    ):
+        assert term in log
+    assert "val_ssim" in log and "val_mse" in log
+    state = torch.load(spade_trained["models"] / "image_generator.pt", weights_only=True)
+    assert any(key.startswith("encoder.") for key in state) and any(key.startswith("decoder.") for key in state)
