@@ -29,7 +29,7 @@ EXCLUDED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints"
 EXCLUDED_SUFFIXES = frozenset({".pyc", ".pyo"})
 # Folders that bundle configs write into (evaluation reports, logs, generated samples), only at the top level so
 # that e.g. a ``scripts/eval`` package is still packaged.
-EXCLUDED_TOP_DIRS = frozenset({"eval", "runs", "outputs"})
+EXCLUDED_TOP_DIRS = frozenset({"data", "eval", "output", "outputs", "runs"})
 _VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
 
 
