@@ -1,0 +1,87 @@
+"""Fixtures for the tof_mra_vessel_gan bundle: tiny phantoms, a trained tiny GAN, a generator with visible output."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from tof_helpers import BUNDLE, PATCHES_PER_PATIENT, TINY, TINY_PHANTOMS, run_bundle, workspace_overrides
+
+
+@pytest.fixture(scope="session")
+def tof_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo TOF-MRA phantoms at test size; returns their datalist.json."""
+    from tools.demo_data.tof import make_tof_dataset
+
+    return make_tof_dataset(
+        tmp_path_factory.mktemp("tof"), seed=0, n_patients=5, patches_per_patient=PATCHES_PER_PATIENT, **TINY_PHANTOMS
+    )
+
+
+@pytest.fixture
+def copied_datalist(tof_datalist: Path, tmp_path: Path) -> Path:
+    """A private copy of the phantoms that a test may damage."""
+    target = tmp_path / "tof_mra"
+    shutil.copytree(tof_datalist.parent, target)
+    return target / "datalist.json"
+
+
+@pytest.fixture(scope="session")
+def trained_gan(tof_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The shipped variant (wgan_gp_sn) trained for two tiny epochs by train.json, as a user would."""
+    root = tmp_path_factory.mktemp("trained_gan")
+    result = run_bundle(
+        BUNDLE,
+        ["train.json", "wgan_gp_sn.json", TINY],
+        {"dataset_dir": str(tof_datalist.parent), **workspace_overrides(root)},
+    )
+    return SimpleNamespace(
+        root=root, log=result.stdout + result.stderr, **{k: Path(v) for k, v in workspace_overrides(root).items()}
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle_scripts() -> Iterator[SimpleNamespace]:
+    """The bundle's ``scripts`` package imported in-process, without clashing with another bundle's ``scripts``."""
+    saved = {name: module for name, module in sys.modules.items() if name == "scripts" or name.startswith("scripts.")}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(BUNDLE))
+    try:
+        yield SimpleNamespace(
+            networks=importlib.import_module("scripts.networks"),
+            gan_training=importlib.import_module("scripts.gan_training"),
+            generation=importlib.import_module("scripts.generation"),
+            data=importlib.import_module("scripts.data"),
+        )
+    finally:
+        sys.path.remove(str(BUNDLE))
+        for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@pytest.fixture(scope="module")
+def vivid_generator(bundle_scripts: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny generator weights with a wide initialisation, so images span [-1, 1] and labels are not empty.
+
+    Two tiny training epochs barely move a GAN from its near-zero start; tests of inference, export
+    and synthetic-data training need outputs with contrast, which this file gives.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    tiny = json.loads((BUNDLE / "configs" / TINY).read_text())
+    generator = bundle_scripts.networks.PairGenerator(ngf=tiny["ngf"], init_std=0.2)
+    with torch.no_grad():
+        generator(torch.randn(16, 128))  # batch-norm running statistics
+    path = tmp_path_factory.mktemp("vivid") / "generator.pt"
+    torch.save(generator.state_dict(), path)
+    return path
