@@ -14,9 +14,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLE, bundle_module, run_bundle
 from monai.bundle import ConfigParser
 
+from tests.brain_ldm.ldm_helpers import BUNDLE, bundle_module, run_bundle
 from tools.common.export import OnnxModule, _merge_external_data, export_networks, export_onnx
 from tools.common.latent_diffusion import write_latent_stats
 from tools.common.weights import file_sha256

@@ -15,8 +15,9 @@ import nibabel as nib
 import pytest
 import torch
 import yaml
-from conftest import BUNDLE, bundle_module, run_bundle
 from monai.bundle import ConfigParser
+
+from tests.brain_ldm.ldm_helpers import BUNDLE, bundle_module, run_bundle
 
 UKB_CONFIGS = ["inference.json", "ukb.json"]
 

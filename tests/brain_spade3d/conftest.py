@@ -11,7 +11,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from spade3d_helpers import BUNDLE, LESION_NAMES, RESOLUTION_MM, TINY_SAMPLING, run_bundle, training_overrides
+
+from tests.brain_spade3d.spade3d_helpers import (
+    BUNDLE,
+    LESION_NAMES,
+    RESOLUTION_MM,
+    TINY_SAMPLING,
+    run_bundle,
+    training_overrides,
+)
 
 TRAINING_CONFIGS = ("train_label_autoencoder.json", "train_label_diffusion.json", "train_image_generator.json")
 

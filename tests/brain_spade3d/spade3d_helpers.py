@@ -15,14 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-_spec = importlib.util.spec_from_file_location(
-    "_synthbrain_root_conftest", Path(__file__).parent.parent / "conftest.py"
-)
-_root_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root_conftest)
-REPO_ROOT = _root_conftest.REPO_ROOT
-BUNDLES_DIR = _root_conftest.BUNDLES_DIR
-run_bundle = _root_conftest.run_bundle
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, run_bundle  # noqa: F401  (re-exported)
 
 BUNDLE = BUNDLES_DIR / "brain_spade3d"
 RESOLUTION_MM = 8

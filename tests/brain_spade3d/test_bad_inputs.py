@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from spade3d_helpers import BUNDLE, LESION_NAMES, bundle_module, run_bundle
+
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, LESION_NAMES, bundle_module, run_bundle
 
 
 def _assert_refused(result, message: str, out: Path) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spade3d_helpers import BUNDLE
-
+from tests.brain_spade3d.spade3d_helpers import BUNDLE
 from tools.sync_common import drift
 from tools.verify import verify_bundle
 

@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-from spade3d_helpers import BUNDLE, run_bundle
+
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle
 
 pytestmark = pytest.mark.slow
 

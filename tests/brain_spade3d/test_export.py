@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from spade3d_helpers import BUNDLE, bundle_module, run_bundle
 
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, bundle_module, run_bundle
 from tools.common.export import OnnxModule
 from tools.common.weights import file_sha256
 

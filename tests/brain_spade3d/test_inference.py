@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from spade3d_helpers import BUNDLE, LESION_NAMES, RESOLUTION_MM, SPATIAL_SHAPE, run_bundle
 
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, LESION_NAMES, RESOLUTION_MM, SPATIAL_SHAPE, run_bundle
 from tools.common.mni import crop_affine, crop_shape
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from spade3d_helpers import BUNDLE, run_bundle, training_overrides
+
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle, training_overrides
 
 pytestmark = pytest.mark.slow
 

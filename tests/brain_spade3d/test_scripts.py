@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spade3d_helpers import LESION_NAMES, bundle_module
+
+from tests.brain_spade3d.spade3d_helpers import LESION_NAMES, bundle_module
 
 
 def test_sampled_pathologies_follow_the_seed_and_the_training_ranges(tmp_path: Path) -> None:

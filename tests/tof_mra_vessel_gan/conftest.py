@@ -12,7 +12,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from tof_helpers import BUNDLE, PATCHES_PER_PATIENT, TINY, TINY_PHANTOMS, run_bundle, workspace_overrides
+
+from tests.tof_mra_vessel_gan.tof_helpers import (
+    BUNDLE,
+    PATCHES_PER_PATIENT,
+    TINY,
+    TINY_PHANTOMS,
+    run_bundle,
+    workspace_overrides,
+)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from tof_helpers import BUNDLE, TINY, run_bundle
+
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
 
 
 def test_export_matches_pytorch(vivid_generator, bundle_scripts, tmp_path):

@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from tof_helpers import BUNDLE, TINY, run_bundle
+
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
 
 
 def _generate(weights, output_dir, check=True, **overrides):

@@ -7,7 +7,8 @@ import json
 import jsonschema
 import pytest
 from monai.bundle import ConfigParser
-from tof_helpers import BUNDLE
+
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE
 
 CONFIGS = BUNDLE / "configs"
 OVERLAY_SETS = [

@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from tof_helpers import BUNDLE, TINY, run_bundle
+
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
 
 
 def _train(datalist, tmp_path, **overrides):

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tof_helpers import BUNDLE, N_TRAINING_PATIENTS, PATCHES_PER_PATIENT, TINY, run_bundle, workspace_overrides
+
+from tests.tof_mra_vessel_gan.tof_helpers import (
+    BUNDLE,
+    N_TRAINING_PATIENTS,
+    PATCHES_PER_PATIENT,
+    TINY,
+    run_bundle,
+    workspace_overrides,
+)
 
 TINY_BATCH = json.loads((BUNDLE / "configs" / TINY).read_text())["batch_size"]
 ITERATIONS_PER_EPOCH = N_TRAINING_PATIENTS * PATCHES_PER_PATIENT // TINY_BATCH

@@ -6,19 +6,9 @@ module ``conftest``, so which one ``from conftest import ...`` reaches depends o
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-# the repository-wide runner of tests/conftest.py, loaded under a private name
-_spec = importlib.util.spec_from_file_location(
-    "_synthbrain_tests_conftest_tof", Path(__file__).parent.parent / "conftest.py"
-)
-_root_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root_conftest)
-REPO_ROOT = _root_conftest.REPO_ROOT
-BUNDLES_DIR = _root_conftest.BUNDLES_DIR
-SHARED_REFERENCE = _root_conftest.SHARED_REFERENCE
-run_bundle = _root_conftest.run_bundle
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, run_bundle  # noqa: F401  (re-exported)
 
 BUNDLE = BUNDLES_DIR / "tof_mra_vessel_gan"
 #: Overlay merged after the variant: narrow networks (ngf = ndf = 4), batch 4, two epochs.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import json
 import socket
 import threading
@@ -18,16 +17,7 @@ import torch
 
 # pytest imports every conftest.py outside a package as the module "conftest", so this file replaces
 # tests/conftest.py in sys.modules for the test modules collected after it; re-export the shared helpers so that
-# `from conftest import run_bundle` keeps working everywhere.
-_spec = importlib.util.spec_from_file_location(
-    "_synthbrain_tests_conftest", Path(__file__).parent.parent / "conftest.py"
-)
-_root_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root_conftest)
-REPO_ROOT = _root_conftest.REPO_ROOT
-BUNDLES_DIR = _root_conftest.BUNDLES_DIR
-SHARED_REFERENCE = _root_conftest.SHARED_REFERENCE
-run_bundle = _root_conftest.run_bundle
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, run_bundle  # noqa: F401  (re-exported)
 
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 TINY_SHAPE = [16, 16, 16]

@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_bundle
 
+from tests.helpers import run_bundle
 from tools import REPO_ROOT
 from tools.download import DownloadError, download_bundle, same_bundle
 from tools.packaging import INDEX_NAME, package

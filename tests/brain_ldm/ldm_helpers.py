@@ -1,0 +1,86 @@
+"""Helpers shared by the brain_ldm tests: tiny sizes, override sets and in-process bundle imports.
+
+Test modules import these from here, not from ``conftest``: pytest imports every conftest.py
+as the module ``conftest``, so which one ``from conftest import ...`` reaches depends on the
+folders collected in the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, run_bundle  # noqa: F401  (re-exported)
+
+BUNDLE = BUNDLES_DIR / "brain_ldm"
+RESOLUTION_MM = 8
+SPATIAL_SHAPE = [16, 24, 16]
+
+#: Network sizes shared by every tiny run (keys valid in all brain_ldm configs that define the networks).
+TINY_AUTOENCODER = {
+    "spatial_shape": SPATIAL_SHAPE,
+    "autoencoder_def#channels": [8, 8, 8],
+    "autoencoder_def#norm_num_groups": 4,
+}
+TINY_DIFFUSION = {
+    "diffusion_def#channels": [16, 32],
+    "diffusion_def#num_head_channels": [0, 16],
+    "diffusion_def#norm_num_groups": 8,
+}
+TINY_SAMPLING = {
+    **TINY_AUTOENCODER,
+    **TINY_DIFFUSION,
+    "resolution_mm": RESOLUTION_MM,
+    "num_inference_steps": 3,
+    "progress": False,
+}
+
+
+@contextlib.contextmanager
+def bundle_module(name: str) -> Iterator[ModuleType]:
+    """Import ``scripts.<name>`` of the bundle in-process, leaving ``sys.modules`` as it was afterwards."""
+    owned = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "scripts" or n.startswith("scripts.")}
+    sys.path.insert(0, str(BUNDLE))
+    try:
+        yield importlib.import_module(f"scripts.{name}")
+    finally:
+        sys.path.remove(str(BUNDLE))
+        for n in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
+            del sys.modules[n]
+        sys.modules.update(owned)
+
+
+def tiny_autoencoder_training(cohort: Path, run_dir: Path, models_dir: Path, max_epochs: int = 2) -> dict:
+    """Overrides for a seconds-long autoencoder training with the adversarial term on from epoch 2."""
+    return {
+        **TINY_AUTOENCODER,
+        "dataset_dir": str(cohort),
+        "run_dir": str(run_dir),
+        "models_dir": str(models_dir),
+        "discriminator_def#channels": 8,
+        "discriminator_def#num_layers_d": 2,
+        "train#trainer#max_epochs": max_epochs,
+        "adversarial_warmup_epochs": 1,
+        "val_interval": 1,
+    }
+
+
+def tiny_diffusion_training(cohort: Path, run_dir: Path, models_dir: Path, max_epochs: int = 2) -> dict:
+    """Overrides for a seconds-long diffusion training with a preview at the last epoch."""
+    return {
+        **TINY_AUTOENCODER,
+        **TINY_DIFFUSION,
+        "dataset_dir": str(cohort),
+        "run_dir": str(run_dir),
+        "models_dir": str(models_dir),
+        "train#trainer#max_epochs": max_epochs,
+        "batch_size": 2,
+        "val_interval": 1,
+        "preview_interval": 2,
+        "num_inference_steps": 3,
+    }

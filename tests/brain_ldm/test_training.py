@@ -1,0 +1,62 @@
+"""Training configs run end to end, export weights, write TensorBoard logs and previews, and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.brain_ldm.ldm_helpers import BUNDLE, run_bundle, tiny_autoencoder_training, tiny_diffusion_training
+
+pytestmark = pytest.mark.slow
+
+
+def test_autoencoder_training_exports_weights_and_logs(trained: dict[str, Path]) -> None:
+    state = torch.load(trained["models"] / "autoencoder.pt", weights_only=True)
+    assert "encoder.blocks.0.conv.weight" in state  # a bare AutoencoderKL state dict, no "module." prefix
+    run = trained["autoencoder_run"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == [
+        "checkpoint_epoch=1.pt",
+        "checkpoint_epoch=2.pt",
+    ]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    checkpoint = torch.load(run / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert set(checkpoint) == {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer"}
+
+
+def test_diffusion_training_exports_weights_scale_factor_and_preview(trained: dict[str, Path]) -> None:
+    state = torch.load(trained["models"] / "diffusion.pt", weights_only=True)
+    assert state["conv_in.conv.weight"].shape[1] == 3 + 4  # latent channels + broadcast condition
+    stats = json.loads((trained["models"] / "latent_stats.json").read_text())
+    assert math.isfinite(stats["scale_factor"]) and stats["scale_factor"] > 0
+    assert stats["autoencoder"] == "autoencoder.pt" and len(stats["autoencoder_sha256"]) == 64
+    preview = trained["diffusion_run"] / "previews" / "epoch_0002.png"
+    assert preview.stat().st_size > 0
+    assert list((trained["diffusion_run"] / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _trainer_state(ckpt_dir: Path, epoch: int) -> dict:
+    return torch.load(ckpt_dir / f"checkpoint_epoch={epoch}.pt", weights_only=True)["trainer"]
+
+
+@pytest.mark.parametrize("config", ["train_autoencoder.json", "train_diffusion.json"])
+def test_stopped_training_resumes_from_its_checkpoint(config: str, brain_cohort: Path, trained, tmp_path: Path) -> None:
+    overrides = tiny_autoencoder_training if config == "train_autoencoder.json" else tiny_diffusion_training
+    run_dir, models = tmp_path / "run", tmp_path / "models"
+    if config == "train_diffusion.json":  # reuse the session's autoencoder
+        models.mkdir()
+        (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    first = run_bundle(BUNDLE, config, overrides(brain_cohort, run_dir, models, max_epochs=1))
+    assert "training starts fresh" in first.stdout
+    iterations_per_epoch = _trainer_state(run_dir / "checkpoints", 1)["iteration"]
+    assert iterations_per_epoch >= 1
+
+    second = run_bundle(BUNDLE, config, overrides(brain_cohort, run_dir, models, max_epochs=2))
+    assert f"resumed at epoch 1, iteration {iterations_per_epoch}" in second.stdout
+    assert "Epoch: 1/2" not in second.stdout  # epoch 1 is not trained again
+    state = _trainer_state(run_dir / "checkpoints", 2)
+    assert state["max_epochs"] == 2
+    assert state["iteration"] == 2 * iterations_per_epoch == 2 * state["epoch_length"]

@@ -1,0 +1,103 @@
+"""Latent PrepareBatch, DDIM conditional sampler, scale factor and latent statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.networks.nets import AutoencoderKL
+from monai.networks.schedulers import DDIMScheduler
+
+from tools.common.latent_diffusion import (
+    ConditionalLatentSampler,
+    LatentDiffusionPrepareBatch,
+    compute_scale_factor,
+    condition_inputs,
+    read_scale_factor,
+    write_latent_stats,
+)
+
+
+@pytest.fixture(scope="module")
+def autoencoder() -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        spatial_dims=3, in_channels=1, out_channels=1, channels=(4, 4), latent_channels=3, num_res_blocks=1,
+        norm_num_groups=4, attention_levels=(False, False), with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    ).eval()  # fmt: skip
+
+
+def test_condition_enters_as_channels_and_context() -> None:
+    latent, condition = torch.zeros(2, 3, 4, 5, 6), torch.tensor([[0.1, 0.2, 0.3, 0.4], [1.0, 0.0, 0.5, 0.5]])
+    x, kwargs = condition_inputs(latent, condition)
+    assert x.shape == (2, 7, 4, 5, 6)
+    torch.testing.assert_close(x[1, 3:, 2, 3, 4], condition[1])
+    assert kwargs["context"].shape == (2, 1, 4)
+    x_only, kwargs_only = condition_inputs(latent, condition, concat=False)
+    assert x_only.shape == latent.shape and "context" in kwargs_only
+    assert condition_inputs(latent, None) == (latent, {})
+
+
+def test_prepare_batch_noises_the_scaled_latent(autoencoder: AutoencoderKL) -> None:
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    batch = {"image": torch.rand(2, 1, 8, 8, 8), "condition": torch.rand(2, 4)}
+    x, target, args, kwargs = LatentDiffusionPrepareBatch(autoencoder, scheduler, scale_factor=0.5)(batch)
+    assert x.shape == (2, 7, 4, 4, 4) and target.shape == (2, 3, 4, 4, 4) and args == ()
+    assert kwargs["timesteps"].shape == (2,) and kwargs["context"].shape == (2, 1, 4)
+    torch.testing.assert_close(kwargs["context"][:, 0], batch["condition"])
+    assert not any(p.requires_grad and p.grad is not None for p in autoencoder.parameters())
+
+
+def test_condition_dropout_uses_the_null_value(autoencoder: AutoencoderKL) -> None:
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    batch = {"image": torch.rand(3, 1, 8, 8, 8), "condition": torch.rand(3, 4)}
+    prepare = LatentDiffusionPrepareBatch(autoencoder, scheduler, condition_dropout_prob=1.0, null_condition_value=-1)
+    _, _, _, kwargs = prepare(batch)
+    assert bool((kwargs["context"] == -1).all())
+    with pytest.raises(ValueError, match="condition_dropout_prob"):
+        LatentDiffusionPrepareBatch(autoencoder, scheduler, condition_dropout_prob=1.5)
+
+
+def test_sampler_is_deterministic_and_guides() -> None:
+    calls = []
+
+    def diffusion(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        calls.append(float(context.flatten()[0]))
+        return 0.1 * x[:, :3] + context.mean()
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", clip_sample=False)
+    sampler = ConditionalLatentSampler(scheduler, 4, (3, 2, 2, 2), scale_factor=2.0, progress=False)
+    condition = torch.tensor([[0.2, 0.4, 0.6, 0.8]])
+    first, second = (
+        sampler(diffusion, lambda z: z, condition, sampler.initial_noise(1, torch.Generator().manual_seed(3), "cpu"))
+        for _ in range(2)
+    )
+    torch.testing.assert_close(first, second)
+    assert len(calls) == 8
+    guided = ConditionalLatentSampler(scheduler, 4, (3, 2, 2, 2), guidance_scale=3.0, progress=False)
+    calls.clear()
+    guided(diffusion, lambda z: z, condition, torch.zeros(1, 3, 2, 2, 2))
+    assert calls.count(-1.0) == 4 and len(calls) == 8  # one unconditional call per step
+
+
+def test_scale_factor_is_one_over_latent_std(autoencoder: AutoencoderKL) -> None:
+    batches = [{"image": torch.rand(2, 1, 8, 8, 8)} for _ in range(3)]
+    torch.manual_seed(1)  # encode_stage_2_inputs samples the posterior
+    with torch.no_grad():
+        latents = torch.cat([autoencoder.encode_stage_2_inputs(b["image"]) for b in batches[:2]])
+    torch.manual_seed(1)
+    factor = compute_scale_factor(autoencoder, batches, max_batches=2)
+    assert factor == pytest.approx(1 / latents.double().std(unbiased=False).item(), rel=1e-5)
+
+
+def test_latent_stats_round_trip_and_errors(tmp_path: Path) -> None:
+    path = write_latent_stats(tmp_path / "models" / "latent_stats.json", 0.8, autoencoder="autoencoder.pt")
+    assert read_scale_factor(path) == 0.8 and json.loads(path.read_text())["autoencoder"] == "autoencoder.pt"
+    with pytest.raises(FileNotFoundError, match="latent stats file .* not found"):
+        read_scale_factor(tmp_path / "missing.json")
+    path.write_text('{"scale_factor": -1}')
+    with pytest.raises(ValueError, match="must be a positive finite number"):
+        read_scale_factor(path)

@@ -1,0 +1,44 @@
+"""Weight files: clear errors, atomic export, resuming from the newest checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools.common.weights import file_sha256, latest_checkpoint, load_state_dict, read_state_dict, save_state_dict
+
+
+def test_read_errors_name_the_input(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="load_x: weights file .* does not exist"):
+        read_state_dict(tmp_path / "missing.pt", "load_x")
+    truncated = tmp_path / "truncated.pt"
+    torch.save(torch.nn.Linear(4, 4).state_dict(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.raises(ValueError, match="load_x: weights file .* is truncated or not a PyTorch checkpoint"):
+        read_state_dict(truncated, "load_x")
+    not_a_dict = tmp_path / "list.pt"
+    torch.save([1, 2], not_a_dict)
+    with pytest.raises(ValueError, match="does not hold a state dict"):
+        read_state_dict(not_a_dict, "load_x")
+
+
+def test_save_unwraps_and_load_reports_mismatch(tmp_path: Path) -> None:
+    network = torch.nn.Linear(4, 2)
+    path = save_state_dict(torch.nn.DataParallel(network), tmp_path / "out" / "net.pt")
+    assert set(torch.load(path, weights_only=True)) == {"weight", "bias"}
+    assert not list(path.parent.glob(".*tmp"))
+    assert len(file_sha256(path)) == 64 and file_sha256(tmp_path / "none.pt") is None
+    loaded = load_state_dict(torch.nn.Linear(4, 2), path, "load_net")
+    torch.testing.assert_close(loaded.weight, network.weight)
+    with pytest.raises(ValueError, match="load_net: weights file .* does not match the configured network"):
+        load_state_dict(torch.nn.Linear(4, 3), path, "load_net")
+
+
+def test_latest_checkpoint_is_the_highest_epoch(tmp_path: Path) -> None:
+    assert latest_checkpoint(tmp_path / "absent") is None
+    for epoch in (2, 10, 9):
+        (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"")
+    (tmp_path / "other_epoch=99.pt").write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=10.pt"

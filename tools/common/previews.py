@@ -1,0 +1,152 @@
+"""PNG previews drawn with Pillow (matplotlib is not a dependency of the bundles).
+
+Volumes are RAS-oriented arrays (x: left to right, y: posterior to anterior, z: inferior to
+superior), shown in neurological convention: the subject's left on the image's left, superior up,
+anterior up in the axial view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["captioned", "grid", "scatter_panel", "side_by_side", "triplanar"]
+
+
+def _to_uint8(plane: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    low, high = value_range
+    scaled = (np.nan_to_num(plane.astype(np.float64)) - low) / max(high - low, 1e-12)
+    return (np.clip(scaled, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def triplanar(
+    volume: np.ndarray,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    zoom: int = 4,
+    centre: Sequence[int] | None = None,
+) -> Image.Image:
+    """Sagittal, coronal and axial slices through ``centre`` (default the middle), side by side.
+
+    Args:
+        volume: (X, Y, Z) or (1, X, Y, Z) array in RAS order.
+        value_range: intensities mapped to black and white.
+        zoom: integer upscaling (nearest neighbour) so small 4 mm volumes stay readable.
+        centre: voxel the three planes pass through.
+    """
+    volume = np.asarray(volume)
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        volume = volume[0]
+    if volume.ndim != 3:
+        raise ValueError(f"triplanar needs a 3D volume, got shape {volume.shape}")
+    x, y, z = (s // 2 for s in volume.shape) if centre is None else (int(c) for c in centre)
+    planes = [
+        np.rot90(volume[x, :, :]),  # sagittal: rows superior->inferior, columns posterior->anterior
+        np.rot90(volume[:, y, :]),  # coronal: rows superior->inferior, columns left->right
+        np.rot90(volume[:, :, z]),  # axial: rows anterior->posterior, columns left->right
+    ]
+    tiles = [Image.fromarray(_to_uint8(p, value_range), mode="L") for p in planes]
+    tiles = [t.resize((t.width * zoom, t.height * zoom), Image.Resampling.NEAREST) for t in tiles]
+    return side_by_side(tiles, gap=2 * zoom)
+
+
+def side_by_side(tiles: Sequence[Image.Image], gap: int = 4, background: int = 0) -> Image.Image:
+    """Tiles in one row, vertically centred."""
+    height = max(t.height for t in tiles)
+    width = sum(t.width for t in tiles) + gap * (len(tiles) - 1)
+    mode = "RGB" if any(t.mode == "RGB" for t in tiles) else "L"
+    canvas = Image.new(mode, (width, height), color=background if mode == "L" else (background,) * 3)
+    left = 0
+    for tile in tiles:
+        canvas.paste(tile.convert(mode), (left, (height - tile.height) // 2))
+        left += tile.width + gap
+    return canvas
+
+
+def grid(rows: Sequence[Image.Image], gap: int = 4, background: int = 0) -> Image.Image:
+    """Row images stacked vertically, left-aligned."""
+    width = max(r.width for r in rows)
+    height = sum(r.height for r in rows) + gap * (len(rows) - 1)
+    mode = "RGB" if any(r.mode == "RGB" for r in rows) else "L"
+    canvas = Image.new(mode, (width, height), color=background if mode == "L" else (background,) * 3)
+    top = 0
+    for row in rows:
+        canvas.paste(row.convert(mode), (0, top))
+        top += row.height + gap
+    return canvas
+
+
+def captioned(image: Image.Image, text: str, height: int = 14) -> Image.Image:
+    """``image`` with a line of white text on black above it."""
+    canvas = Image.new("L", (image.width, image.height + height), color=0)
+    ImageDraw.Draw(canvas).text((2, 1), text, fill=255, font=ImageFont.load_default())
+    canvas.paste(image.convert("L"), (0, height))
+    return canvas
+
+
+def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if not math.isfinite(low) or not math.isfinite(high) or high <= low:
+        return [low]
+    raw = (high - low) / max(count - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def scatter_panel(
+    x: Sequence[float],
+    y: Sequence[float],
+    title: str,
+    x_label: str,
+    y_label: str,
+    size: tuple[int, int] = (420, 360),
+) -> Image.Image:
+    """A labelled scatter plot with axes and ticks, white background."""
+    width, height = size
+    left, right, top, bottom = 76, 16, 28, 48
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[finite], ys[finite]
+
+    def span(values: np.ndarray) -> tuple[float, float]:
+        if values.size == 0:
+            return 0.0, 1.0
+        low, high = float(values.min()), float(values.max())
+        pad = (high - low) * 0.08 or max(abs(low) * 0.1, 0.5)
+        return low - pad, high + pad
+
+    (x_low, x_high), (y_low, y_high) = span(xs), span(ys)
+
+    def to_pixel(px: float, py: float) -> tuple[float, float]:
+        u = left + (px - x_low) / (x_high - x_low) * (width - left - right)
+        v = height - bottom - (py - y_low) / (y_high - y_low) * (height - top - bottom)
+        return u, v
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for tick in _nice_ticks(x_low, x_high):
+        u, _ = to_pixel(tick, y_low)
+        draw.line([u, height - bottom, u, height - bottom + 4], fill="black")
+        text = f"{tick:.3g}"
+        draw.text((u - draw.textlength(text, font=font) / 2, height - bottom + 6), text, fill="black", font=font)
+    for tick in _nice_ticks(y_low, y_high):
+        _, v = to_pixel(x_low, tick)
+        draw.line([left - 4, v, left, v], fill="black")
+        text = f"{tick:.4g}"
+        draw.text((left - 8 - draw.textlength(text, font=font), v - 6), text, fill="black", font=font)
+    for px, py in zip(xs, ys):
+        u, v = to_pixel(px, py)
+        draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=(31, 119, 180), outline="black")
+    draw.text((left, 8), title, fill="black", font=font)
+    x_label_width = draw.textlength(x_label, font=font)
+    draw.text((left + (width - left - right - x_label_width) / 2, height - 18), x_label, fill="black", font=font)
+    label = Image.new("RGB", (int(draw.textlength(y_label, font=font)) + 4, 14), "white")
+    ImageDraw.Draw(label).text((2, 0), y_label, fill="black", font=font)
+    rotated = label.rotate(90, expand=True)
+    image.paste(rotated, (2, top + max(0, (height - top - bottom - rotated.height) // 2)))
+    return image
