@@ -91,3 +91,10 @@ def test_overlays_merge(configs: list[str]) -> None:
     for key, value in overlay.items():
         if key != "+imports":
             assert parser[key] == value, key
+
+
+def test_every_declared_network_runs_on_its_declared_shape() -> None:
+    """`tools verify`'s network check at the real demo size (small enough to run here)."""
+    from tools.verify import check_networks
+
+    assert check_networks(BUNDLE) == []

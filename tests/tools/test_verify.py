@@ -318,7 +318,26 @@ def test_cli_function_passes_and_parses_json_options(tiny_bundle, schema_path, c
     assert f"PASS  {tiny_bundle}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bundle", available_bundles(BUNDLES_DIR))
+#: Rules a real bundle is known to break, with the reason; strict xfails flip to failures once fixed.
+KNOWN_GAPS = {
+    "brain_ldm": "large_files.yml: the published ukb weights come with md5 sums only; their sha256 needs one download",
+}
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[name]))
+        if name in KNOWN_GAPS
+        else name
+        for name in available_bundles(BUNDLES_DIR)
+    ],
+)
 def test_real_bundle_meets_model_zoo_rules(bundle, schema_path):
     """Network runs are left to each bundle's own tests, which know the tiny override their networks need."""
     assert verify_bundle(bundle, schema=schema_path, networks=False) == []
+
+
+def test_brain_ldm_breaks_only_the_known_rule(schema_path):
+    problems = verify_bundle("brain_ldm", schema=schema_path, networks=False)
+    assert problems and all("large_files.yml: models/ukb/" in p for p in problems), problems
