@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from tools import BUNDLES_DIR
-from tools.packaging import BundleNotFoundError, available_bundles, bundle_files, resolve_bundle
+from tools.packaging import BundleNotFoundError, available_bundles, bundle_files, resolve_bundle, sha256_file
 
 MANDATORY_FILES = (
     "configs/metadata.json",
@@ -296,6 +296,55 @@ def check_file_sizes(bundle_dir: Path) -> list[str]:
     return problems
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx", ".data")
+CHECKSUMS_FILE = "models/SHA256SUMS"
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """Parse a ``sha256sum``-format file into {relative path: hex digest}."""
+    entries = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest) or not name:
+            raise ValueError(f"{path}: line {number} is not '<sha256>  <file>'")
+        entries[name.strip()] = digest
+    return entries
+
+
+def check_shipped_weights(bundle_dir: Path) -> list[str]:
+    """Shipped weights must have their sha256 recorded in models/SHA256SUMS, and match it."""
+    models = bundle_dir / "models"
+    weights = (
+        sorted(
+            p.relative_to(models).as_posix()
+            for p in models.rglob("*")
+            if p.is_file() and p.suffix in WEIGHT_SUFFIXES and "checkpoints" not in p.relative_to(models).parts
+        )
+        if models.is_dir()
+        else []
+    )
+    if not weights:
+        return []
+    checksum_path = bundle_dir / CHECKSUMS_FILE
+    if not checksum_path.is_file():
+        return [_problem(bundle_dir, CHECKSUMS_FILE, f"missing; it must record the sha256 of {weights}")]
+    try:
+        recorded = read_checksums(checksum_path)
+    except ValueError as error:
+        return [_problem(bundle_dir, CHECKSUMS_FILE, str(error))]
+    problems = []
+    for name in weights:
+        if name not in recorded:
+            problems.append(_problem(bundle_dir, f"models/{name}", f"no sha256 recorded in {CHECKSUMS_FILE}"))
+        elif sha256_file(models / name) != recorded[name]:
+            problems.append(_problem(bundle_dir, f"models/{name}", f"sha256 differs from {CHECKSUMS_FILE}"))
+    for name in sorted(set(recorded) - set(weights)):
+        problems.append(_problem(bundle_dir, CHECKSUMS_FILE, f"lists {name}, which is not in models/"))
+    return problems
+
+
 def check_large_files(bundle_dir: Path) -> list[str]:
     """Every large_files entry must say where to download the file and its sha256, so downloads are checked."""
     problems = []
@@ -524,6 +573,7 @@ def verify_bundle(
     problems += check_configs(bundle_dir)
     problems += check_file_sizes(bundle_dir)
     problems += check_large_files(bundle_dir)
+    problems += check_shipped_weights(bundle_dir)
     if networks:
         problems += check_networks(bundle_dir, override, shapes)
     return problems

@@ -341,3 +341,26 @@ def test_real_bundle_meets_model_zoo_rules(bundle, schema_path):
 def test_brain_ldm_breaks_only_the_known_rule(schema_path):
     problems = verify_bundle("brain_ldm", schema=schema_path, networks=False)
     assert problems and all("large_files.yml: models/ukb/" in p for p in problems), problems
+
+
+def test_shipped_weights_need_a_matching_sha256(tiny_bundle):
+    from tools.packaging import sha256_file
+    from tools.verify import check_shipped_weights
+
+    models = tiny_bundle / "models"
+    models.mkdir(exist_ok=True)
+    weights = models / "model.pt"
+    weights.write_bytes(b"weights")
+    assert any("missing" in p and "model.pt" in p for p in check_shipped_weights(tiny_bundle))
+
+    (models / "SHA256SUMS").write_text(f"{sha256_file(weights)}  model.pt\n")
+    assert check_shipped_weights(tiny_bundle) == []
+
+    weights.write_bytes(b"tampered")
+    assert any("models/model.pt: sha256 differs" in p for p in check_shipped_weights(tiny_bundle))
+
+    (models / "SHA256SUMS").write_text(f"{sha256_file(weights)}  model.pt\n{'0' * 64}  gone.pt\n")
+    assert any("lists gone.pt" in p for p in check_shipped_weights(tiny_bundle))
+
+    (models / "SHA256SUMS").write_text("not a checksum line\n")
+    assert any("line 1" in p for p in check_shipped_weights(tiny_bundle))
