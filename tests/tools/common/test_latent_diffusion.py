@@ -83,6 +83,38 @@ def test_sampler_is_deterministic_and_guides() -> None:
     assert calls.count(-1.0) == 4 and len(calls) == 8  # one unconditional call per step
 
 
+def test_stochastic_ddim_is_reproducible_per_seed() -> None:
+    def diffusion(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return 0.1 * x[:, :3]
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", clip_sample=False)
+    condition = torch.tensor([[0.2, 0.4, 0.6, 0.8]])
+    stochastic = ConditionalLatentSampler(scheduler, 4, (3, 2, 2, 2), progress=False, eta=1.0)
+    deterministic = ConditionalLatentSampler(scheduler, 4, (3, 2, 2, 2), progress=False)
+
+    def noise(seed: int) -> torch.Tensor:
+        return stochastic.initial_noise(1, torch.Generator().manual_seed(seed), "cpu")
+
+    run = [stochastic.sample_latent(diffusion, condition, noise(s)) for s in (3, 3, 4)]
+    torch.testing.assert_close(run[0], run[1])
+    assert not torch.allclose(run[0], run[2])
+    assert not torch.allclose(run[0], deterministic.sample_latent(diffusion, condition, noise(3)))
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.5])
+def test_eta_outside_unit_interval_is_refused(eta: float) -> None:
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    with pytest.raises(ValueError, match=f"eta={eta}"):
+        ConditionalLatentSampler(scheduler, 4, (3, 2, 2, 2), eta=eta)
+
+
+def test_eta_needs_a_ddim_scheduler() -> None:
+    from monai.networks.schedulers import DDPMScheduler
+
+    with pytest.raises(ValueError, match="needs a DDIM scheduler"):
+        ConditionalLatentSampler(DDPMScheduler(num_train_timesteps=1000), 4, (3, 2, 2, 2), eta=0.5)
+
+
 def test_scale_factor_is_one_over_latent_std(autoencoder: AutoencoderKL) -> None:
     batches = [{"image": torch.rand(2, 1, 8, 8, 8)} for _ in range(3)]
     torch.manual_seed(1)  # encode_stage_2_inputs samples the posterior

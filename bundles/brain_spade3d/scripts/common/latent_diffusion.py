@@ -8,6 +8,7 @@ LDM conditioned on lesion volumes) reuse the same code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -146,6 +147,10 @@ class ConditionalLatentSampler:
         scale_factor: the factor the UNet was trained with; latents are divided by it before decoding.
         guidance_scale: classifier-free guidance weight; 1 uses the conditional prediction only.
         null_condition_value: value of the "no condition" vector used by guidance.
+        eta: DDIM stochasticity, 0 (deterministic DDIM) to 1 (DDPM-like). A briefly trained UNet can
+            drift off the data manifold on the deterministic path; some step noise pulls it back.
+            The step noise is seeded from the starting noise, so a seed still reproduces its sample
+            (on the same device type).
         concat_condition: the UNet takes the condition as extra channels.
         cross_attention_condition: the UNet takes the condition as cross-attention context.
         progress: show a tqdm bar over the denoising steps.
@@ -162,7 +167,12 @@ class ConditionalLatentSampler:
         concat_condition: bool = True,
         cross_attention_condition: bool = True,
         progress: bool = True,
+        eta: float = 0.0,
     ) -> None:
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta={eta!r} must be in [0, 1]")
+        if float(eta) > 0 and "eta" not in inspect.signature(scheduler.step).parameters:
+            raise ValueError(f"eta={eta!r} needs a DDIM scheduler; {type(scheduler).__name__}.step takes no eta")
         if int(num_inference_steps) < 1:
             raise ValueError(f"num_inference_steps={num_inference_steps!r} must be >= 1")
         if not math.isfinite(float(scale_factor)) or float(scale_factor) <= 0:
@@ -176,6 +186,13 @@ class ConditionalLatentSampler:
         self.concat_condition = concat_condition
         self.cross_attention_condition = cross_attention_condition
         self.progress = progress
+        self.eta = float(eta)
+
+    @staticmethod
+    def step_generator(noise: torch.Tensor) -> torch.Generator:
+        """Generator of the per-step noise, seeded from the starting noise so that seeds stay reproducible."""
+        seed = int(torch.round(noise.double().abs().sum() * 1e6).item()) % (2**63 - 1)
+        return torch.Generator(device=noise.device).manual_seed(seed)
 
     def initial_noise(self, batch_size: int, generator: torch.Generator, device: str | torch.device) -> torch.Tensor:
         """Starting latent noise, drawn on CPU so a seed gives the same brain on every device."""
@@ -211,9 +228,10 @@ class ConditionalLatentSampler:
         latent = noise
         condition = condition.to(device=noise.device, dtype=noise.dtype)
         steps = tqdm(self.scheduler.timesteps, desc=description, leave=False, disable=not self.progress)
+        step_kwargs = {"eta": self.eta, "generator": self.step_generator(noise)} if self.eta > 0 else {}
         for t in steps:
             model_output = self.predict_noise(diffusion, latent, t, condition)
-            latent, _ = self.scheduler.step(model_output, int(t), latent)
+            latent, _ = self.scheduler.step(model_output, int(t), latent, **step_kwargs)
         return latent
 
     @torch.no_grad()
