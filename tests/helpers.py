@@ -11,6 +11,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = REPO_ROOT / "bundles"
 SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
+#: What a gloo worker prints when it aborts while its process group is torn down, after the work is done.
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def _cli_value(value: object) -> str:
@@ -50,6 +52,11 @@ def run_bundle(
         command += [f"--{key}", _cli_value(value)]
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     result = subprocess.run(command, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
+    if runner and result.returncode != 0 and GLOO_TEARDOWN_ABORT in result.stdout + result.stderr:
+        # A rare torch/gloo teardown race on CPU (seen about once in ten 2-process runs despite the barrier in
+        # the overlays' finalize): retry once; any other failure, or a second abort, still fails the test.
+        print(f"retrying after a gloo teardown abort: {' '.join(command)}", file=sys.stderr)
+        result = subprocess.run(command, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"bundle run failed ({result.returncode}): {' '.join(command)}\n"
