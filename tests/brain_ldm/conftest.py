@@ -2,7 +2,7 @@
 
 Sizes: the 8 mm cohort (20x28x20) centre-cropped to 16x24x16, a 3-level autoencoder of width 8
 (latent 3x4x6x4) and a 2-level UNet of width 16. Every run goes through ``monai.bundle run``.
-Plain helpers live in ``ldm_helpers.py``; they are re-exported here for ``from conftest import ...``.
+Plain helpers live in ``ldm_helpers.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Helpers shared by the brain_ldm tests: tiny sizes, override sets and in-process bundle imports.
 
-Test modules import these from here, not from ``conftest``: pytest imports every conftest.py
-as the module ``conftest``, so which one ``from conftest import ...`` reaches depends on the
-folders collected in the session.
+Test modules import them as ``from tests.brain_ldm.ldm_helpers import ...``; fixtures stay in conftest.py.
 """
 
 from __future__ import annotations

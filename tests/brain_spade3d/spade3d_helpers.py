@@ -1,8 +1,7 @@
 """Helpers shared by the brain_spade3d tests: tiny sizes, override sets and in-process bundle imports.
 
-Test modules import these from here, never ``from conftest import ...``: pytest imports every
-conftest.py as the module ``conftest``, so which one that reaches depends on the collected folders.
-The repository-wide helpers of tests/conftest.py are loaded by path for the same reason.
+Test modules import them as ``from tests.brain_spade3d.spade3d_helpers import ...``; the repository-wide
+runner comes from tests/helpers.py.
 """
 
 from __future__ import annotations

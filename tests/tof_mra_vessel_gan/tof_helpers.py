@@ -1,7 +1,6 @@
 """Constants and helpers of the tof_mra_vessel_gan tests.
 
-Test modules import these from here, not from ``conftest``: pytest imports every conftest.py as the
-module ``conftest``, so which one ``from conftest import ...`` reaches depends on the folders collected.
+Test modules import them as ``from tests.tof_mra_vessel_gan.tof_helpers import ...``; fixtures stay in conftest.py.
 """
 
 from __future__ import annotations

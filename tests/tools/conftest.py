@@ -15,10 +15,6 @@ import numpy
 import pytest
 import torch
 
-# pytest imports every conftest.py outside a package as the module "conftest", so this file replaces
-# tests/conftest.py in sys.modules for the test modules collected after it; re-export the shared helpers so that
-from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, run_bundle  # noqa: F401  (re-exported)
-
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 TINY_SHAPE = [16, 16, 16]
 
