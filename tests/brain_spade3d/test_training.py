@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
 from PIL import Image
+
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle, training_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +82,22 @@ def test_image_generator_logs_every_loss_term(spade_trained: dict) -> None:
     assert "val_ssim" in log and "val_mse" in log
     state = torch.load(spade_trained["models"] / "image_generator.pt", weights_only=True)
     assert any(key.startswith("encoder.") for key in state) and any(key.startswith("decoder.") for key in state)
+
+
+def test_label_diffusion_can_start_from_given_weights(spade_trained: dict, spade_cohort, tmp_path) -> None:
+    """``init_diffusion_path`` continues training released weights (e.g. GPU-trained ones) in a new run."""
+    models = tmp_path / "models"
+    shutil.copytree(spade_trained["models"], models)
+    start = tmp_path / "start.pt"
+    shutil.copy(models / "label_diffusion.pt", start)
+    config = "train_label_diffusion.json"
+    overrides = training_overrides(config, spade_cohort, tmp_path / "run", models, max_epochs=5)
+    result = run_bundle(BUNDLE, config, {**overrides, "init_diffusion_path": str(start), "max_train_seconds": 1e-6})
+    assert "reached at epoch 1, iteration 1" in result.stdout
+    before = torch.load(start, weights_only=True)
+    after = torch.load(models / "label_diffusion.pt", weights_only=True)
+    # one AdamW step of lr 1e-4 moves each weight by about 1e-4; a fresh initialisation would differ by far more
+    assert max((after[key].float() - before[key].float()).abs().max().item() for key in before) < 1e-3
+
+    missing = run_bundle(BUNDLE, config, {**overrides, "init_diffusion_path": str(tmp_path / "absent.pt")}, check=False)
+    assert missing.returncode != 0 and "init_diffusion_path" in missing.stderr and "absent.pt" in missing.stderr

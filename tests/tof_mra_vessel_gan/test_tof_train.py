@@ -69,6 +69,19 @@ def test_other_variants_train_a_few_iterations(tof_datalist, tmp_path, variant, 
     assert _generator_keys(tmp_path / "models" / "generator.pt")
 
 
+def test_wall_clock_limit_stops_early_and_still_exports(tof_datalist, tmp_path):
+    overrides = {
+        "dataset_dir": str(tof_datalist.parent),
+        "max_epochs": 50,
+        "max_train_seconds": 1e-6,
+        **workspace_overrides(tmp_path),
+    }
+    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides)
+    assert "max_train_seconds=1e-06 reached at epoch 1, iteration 1" in result.stdout + result.stderr
+    assert _generator_keys(tmp_path / "models" / "generator.pt")
+    assert not list((tmp_path / "checkpoints").glob("checkpoint_epoch=*.pt"))  # the partial epoch is not a checkpoint
+
+
 def test_training_resumes_from_the_latest_checkpoint(trained_gan, tof_datalist, tmp_path):
     ckpt_dir = tmp_path / "checkpoints"
     shutil.copytree(trained_gan.ckpt_dir, ckpt_dir)

@@ -218,6 +218,7 @@ def folded_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
 
     The value is taken in evaluation mode (no power iteration), so the exported generator loads into
     an un-normalised ``PairGenerator`` whatever variant trained it, and gives the same outputs.
+    Tensors are returned on the CPU.
     """
     was_training = network.training
     network.eval()
@@ -231,4 +232,4 @@ def folded_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
                         state[key] = getattr(module, tensor_name).detach().clone()
     finally:
         network.train(was_training)
-    return state
+    return {key: value.detach().cpu() for key, value in state.items()}  # GPU-trained weights load anywhere

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tools.common.weights import file_sha256, latest_checkpoint, load_state_dict, read_state_dict, save_state_dict
+from tools.common.weights import (
+    cpu_state_dict,
+    file_sha256,
+    latest_checkpoint,
+    load_state_dict,
+    read_state_dict,
+    save_state_dict,
+)
 
 
 def test_read_errors_name_the_input(tmp_path: Path) -> None:
@@ -42,3 +49,12 @@ def test_latest_checkpoint_is_the_highest_epoch(tmp_path: Path) -> None:
         (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"")
     (tmp_path / "other_epoch=99.pt").write_bytes(b"")
     assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=10.pt"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to train on")
+def test_weights_trained_on_a_gpu_are_saved_with_cpu_tensors(tmp_path):
+    network = torch.nn.Linear(3, 2).cuda()
+    path = save_state_dict(network, tmp_path / "w.pt")
+    state = torch.load(path, weights_only=True)  # no map_location: a CPU-only user's plain load
+    assert {tensor.device.type for tensor in state.values()} == {"cpu"}
+    assert all(value.device.type == "cpu" for value in cpu_state_dict(network).values())

@@ -19,6 +19,7 @@ from monai.handlers import CheckpointLoader
 
 __all__ = [
     "ResumeFromLatestCheckpoint",
+    "cpu_state_dict",
     "file_sha256",
     "StateDictExporter",
     "latest_checkpoint",
@@ -76,12 +77,17 @@ def load_state_dict(
     return network
 
 
+def cpu_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unwrapped state dict with every tensor on the CPU, so GPU-trained weights load anywhere."""
+    return {key: value.detach().cpu() for key, value in unwrap(network).state_dict().items()}
+
+
 def save_state_dict(network: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Write the unwrapped ``network`` state dict atomically (temp file + rename)."""
+    """Write the unwrapped ``network`` state dict (CPU tensors) atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(unwrap(network).state_dict(), temporary)
+    torch.save(cpu_state_dict(network), temporary)
     os.replace(temporary, path)
     return path
 

@@ -1,0 +1,59 @@
+"""The wall-clock training limit: stops at an iteration boundary and still fires COMPLETED (the export)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ignite.engine import Engine, Events
+
+from tools.common.stopping import WallClockLimit
+
+
+def _counting_engine() -> tuple[Engine, list[str]]:
+    events: list[str] = []
+    engine = Engine(lambda engine, batch: batch)
+    engine.add_event_handler(Events.COMPLETED, lambda engine: events.append("completed"))
+    return engine, events
+
+
+def test_time_up_terminates_after_the_first_iteration_and_completes():
+    engine, events = _counting_engine()
+    WallClockLimit(seconds=1e-9).attach(engine)
+    engine.run(range(10), max_epochs=5)
+    assert engine.state.iteration == 1
+    assert events == ["completed"]
+
+
+def test_no_limit_runs_every_epoch():
+    engine, events = _counting_engine()
+    WallClockLimit(seconds=None).attach(engine)
+    engine.run(range(10), max_epochs=3)
+    assert engine.state.iteration == 30 and engine.state.epoch == 3
+    assert events == ["completed"]
+
+
+def test_a_generous_limit_does_not_stop_early():
+    engine, _ = _counting_engine()
+    WallClockLimit(seconds=3600).attach(engine)
+    engine.run(range(4), max_epochs=2)
+    assert engine.state.iteration == 8
+
+
+@pytest.mark.parametrize("seconds", [0, -5])
+def test_non_positive_limit_is_rejected_by_name(seconds):
+    with pytest.raises(ValueError, match="max_train_seconds"):
+        WallClockLimit(seconds=seconds)
+
+
+TRAINING_CONFIGS = sorted((Path(__file__).resolve().parents[3] / "bundles").glob("*/configs/train*.json"))
+
+
+def test_every_bundle_training_config_is_wired_for_max_train_seconds():
+    assert len(TRAINING_CONFIGS) >= 7
+    for path in TRAINING_CONFIGS:
+        config = json.loads(path.read_text())
+        assert config.get("max_train_seconds", "absent") is None, path
+        limits = [h for h in config["train"]["handlers"] if h["_target_"].endswith("stopping.WallClockLimit")]
+        assert [h["seconds"] for h in limits] == ["@max_train_seconds"], path
