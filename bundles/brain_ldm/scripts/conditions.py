@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from scripts.common.checks import check_positive_int
+
 __all__ = ["check_choice", "check_positive_int", "read_conditions_csv", "resolve_conditions"]
 
 
@@ -25,13 +27,6 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
     return value
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int >= 1 (booleans and fractions are refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def _unit_value(source: str, value: Any) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import write_json, write_nifti, write_png
+from scripts.common.checks import check_non_negative_int
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import crop_affine, crop_shape
 from scripts.common.previews import triplanar
@@ -72,8 +73,7 @@ class BrainSynthesis:
         metadata: dict[str, Any] | None = None,
         progress: bool = True,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        check_non_negative_int("seed", seed)
         self.sampler = sampler
         self.diffusion = diffusion
         self.decode = decode

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import write_json
+from scripts.common.checks import check_positive_int
 from scripts.labels import LABEL_NAMES, LESION_NAMES, measure_lesions
 from scripts.synthesis import ImageGenerator, LabelGenerator
 
@@ -223,8 +224,7 @@ class SPADEEvaluation:
             ("presence_batch_size", presence_batch_size),
         )
         for name, value in counts:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
+            check_positive_int(name, value)
         self.label_generator = label_generator
         self.image_generator = image_generator
         self._datasets = dict(datasets)

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scripts.common.checks import check_non_negative_int, check_positive_int
+
 __all__ = [
     "LABEL_NAMES",
     "LESION_NAMES",
@@ -92,10 +94,8 @@ def resolve_pathologies(
         seed: base seed; sample ``i`` draws its "sample" values with ``seed + i``.
         label_stats_path: the label stats file, read only when something is to be sampled.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-        raise ValueError(f"n_samples={n_samples!r} must be a positive integer")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    check_positive_int("n_samples", n_samples)
+    check_non_negative_int("seed", seed)
     names = list(lesion_names)
     if pathologies is None or (isinstance(pathologies, Mapping) and not pathologies):
         return torch.zeros((n_samples, len(names)), dtype=torch.float32)

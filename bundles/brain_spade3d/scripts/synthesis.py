@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import atomic_path, write_json, write_nifti, write_png
+from scripts.common.checks import check_non_negative_int
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import crop_affine, crop_shape
 from scripts.labels import LABEL_NAMES, LESION_NAMES, measure_lesions
@@ -197,8 +198,7 @@ class BrainSPADESynthesis:
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        check_non_negative_int("seed", seed)
         if not float(min_lesion_volume_ml) >= 0:
             raise ValueError(f"min_lesion_volume_ml={min_lesion_volume_ml!r} must be >= 0")
         self.label_generator = label_generator

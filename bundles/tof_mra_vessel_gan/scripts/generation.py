@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from scripts.common.atomic_io import write_json, write_png
+from scripts.common.checks import check_positive_int
 from scripts.common.previews import grid, side_by_side
 
 __all__ = [
@@ -31,13 +31,6 @@ __all__ = [
     "sample_latents",
     "split_pairs",
 ]
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming the config key when it is not a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return int(value)
 
 
 def check_threshold(value: float) -> float:

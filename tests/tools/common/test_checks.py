@@ -1,0 +1,26 @@
+"""The shared config-value checks: integers accepted as ints, everything else refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.common.checks import check_non_negative_int, check_positive_int
+
+
+def test_integers_pass_through_as_int():
+    assert check_positive_int("n_samples", 3) == 3
+    assert check_positive_int("n_samples", np.int64(2)) == 2 and type(check_positive_int("k", np.int64(2))) is int
+    assert check_non_negative_int("seed", 0) == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, "3", True, None])
+def test_positive_int_refuses_by_name(value):
+    with pytest.raises(ValueError, match=r"^n_samples=.* must be a positive integer$"):
+        check_positive_int("n_samples", value)
+
+
+@pytest.mark.parametrize("value", [-1, 0.5, False])
+def test_non_negative_int_refuses_by_name(value):
+    with pytest.raises(ValueError, match=r"^seed=.* must be a non-negative integer$"):
+        check_non_negative_int("seed", value)

@@ -1,0 +1,25 @@
+"""Config-value checks shared by the bundles, with errors that name the config key at fault."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+__all__ = ["check_non_negative_int", "check_positive_int"]
+
+
+def _check_int(name: str, value: Any, minimum: int, wording: str) -> int:
+    # bool is an Integral too, but ``--n_samples true`` is a typo, not a count
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be a {wording} integer")
+    return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1 (booleans and fractions are refused)."""
+    return _check_int(name, value, 1, "positive")
+
+
+def check_non_negative_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 0, e.g. a seed (booleans and fractions are refused)."""
+    return _check_int(name, value, 0, "non-negative")
