@@ -146,3 +146,19 @@ def test_bad_patch_files_fail_clearly_and_write_nothing(copied_datalist, tmp_pat
     assert result.returncode != 0
     assert message in result.stderr and str(damaged) in result.stderr
     assert not workspace.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"n_critic": 2.5}, "n_critic=2.5 must be a positive integer"),
+        ({"batch_size": 0}, "batch_size=0 must be a positive integer"),
+        ({"preview_interval": True}, "preview_interval=True must be a positive integer"),
+    ],
+)
+def test_bad_training_settings_are_named_and_write_nothing(tof_datalist, tmp_path, override, message):
+    workspace = tmp_path / "workspace"
+    overrides = {"dataset_dir": str(tof_datalist.parent), **workspace_overrides(workspace), **override}
+    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
+    assert result.returncode != 0 and message in result.stderr
+    assert not workspace.exists()

@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-from ignite.engine import Engine
-from monai.engines import Trainer
 from monai.engines.utils import PrepareBatch
 from monai.inferers import Inferer
 from monai.losses import PatchAdversarialLoss
@@ -22,6 +20,7 @@ from monai.utils import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from scripts.common.autoencoder_training import kl_divergence
+from scripts.common.engines import CustomIterationTrainer
 from scripts.common.weights import unwrap
 from scripts.networks import spade_input
 
@@ -105,7 +104,7 @@ class StyleReconstructionInferer(Inferer):
         return generator.decode(inputs, generator.encode_mean(style))
 
 
-class SPADETrainer(Trainer):
+class SPADETrainer(CustomIterationTrainer):
     """Training of a SPADE VAE-GAN: style encoder + SPADE decoder against a conditional multi-scale critic.
 
     Args:
@@ -125,8 +124,8 @@ class SPADETrainer(Trainer):
         reconstruction_loss: optional ``loss(fake, real)`` (e.g. L1); ``None`` disables it.
         reconstruction_weight: weight of the reconstruction term.
         prepare_batch: returns (conditioning map, image, ...).
-        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
-        metric_cmp_fn, train_handlers, event_names, event_to_attr, decollate, to_kwargs: as for MONAI trainers.
+        engine_options: MONAI trainer arguments (``epoch_length``, ``train_handlers``, ``key_train_metric``,
+            ...), see ``CustomIterationTrainer``.
     """
 
     def __init__(
@@ -147,18 +146,7 @@ class SPADETrainer(Trainer):
         reconstruction_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         reconstruction_weight: float = 0.0,
         prepare_batch: Callable | None = None,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = False,
-        to_kwargs: dict | None = None,
+        **engine_options: Any,
     ) -> None:
         for name, weight in (
             ("adversarial_weight", adversarial_weight),
@@ -169,26 +157,7 @@ class SPADETrainer(Trainer):
         ):
             if not float(weight) >= 0:
                 raise ValueError(f"{name}={weight!r} must be >= 0")
-        extra: dict[str, Any] = {} if metric_cmp_fn is None else {"metric_cmp_fn": metric_cmp_fn}
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch or SPADEPrepareBatch(),
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=False,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            **extra,
-        )
+        super().__init__(device, max_epochs, train_data_loader, prepare_batch or SPADEPrepareBatch(), **engine_options)
         self.generator = generator
         self.discriminator = discriminator
         self.optimizer_g = optimizer_g

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from scripts.common.checks import check_positive_int
 from scripts.networks import check_patch_size
 
 __all__ = ["check_enough_patches", "load_patch_pairs", "patient_volumes", "read_datalist"]
@@ -135,12 +136,11 @@ def patient_volumes(
 
 def check_enough_patches(pairs: Sequence, batch_size: int, world_size: int = 1) -> int:
     """The number of full batches per epoch; an error when the data cannot fill one on every process."""
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    batch_size = check_positive_int("batch_size", batch_size)
     per_process = len(pairs) // max(int(world_size), 1)
     if per_process < batch_size:
         raise ValueError(
             f"{len(pairs)} training patches over {world_size} process(es) cannot fill one batch of {batch_size}; "
             "lower batch_size or add patches"
         )
-    return per_process // int(batch_size)
+    return per_process // batch_size

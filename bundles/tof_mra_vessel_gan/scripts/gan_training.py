@@ -9,18 +9,19 @@ patches, i.e. ``len(dataloader) / n_critic`` generator updates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from monai.engines import Trainer
 from monai.engines.utils import PrepareBatch
 from torch.utils.data import DataLoader
 
 from scripts.common.atomic_io import atomic_path, write_png
+from scripts.common.checks import check_positive_int
+from scripts.common.engines import CustomIterationTrainer
 from scripts.common.weights import unwrap
 from scripts.generation import pairs_preview, sample_latents
 from scripts.networks import folded_state_dict
@@ -84,7 +85,7 @@ class PairPrepareBatch(PrepareBatch):
         return torch.as_tensor(batchdata[self.pair_key]).to(device=device, non_blocking=non_blocking, **kwargs)
 
 
-class PairGanTrainer(Trainer):
+class PairGanTrainer(CustomIterationTrainer):
     """Adversarial training of a patch-pair generator against a critic.
 
     Args:
@@ -103,8 +104,8 @@ class PairGanTrainer(Trainer):
         gp_mode: ``"per_sample"`` (default) or ``"batch"`` (the authors' form), see :func:`gradient_penalty`.
         real_label: target of real samples in the BCE loss; 0.9 is one-sided label smoothing.
         pair_key: batch key of the real pairs.
-        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
-        train_handlers, event_names, event_to_attr, to_kwargs: as for MONAI trainers.
+        engine_options: MONAI trainer arguments (``epoch_length``, ``train_handlers``, ``key_train_metric``,
+            ...), see ``CustomIterationTrainer``.
     """
 
     def __init__(
@@ -123,45 +124,18 @@ class PairGanTrainer(Trainer):
         gp_mode: str = "per_sample",
         real_label: float = 1.0,
         pair_key: str = "pair",
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        to_kwargs: dict | None = None,
+        **engine_options: Any,
     ) -> None:
         if adversarial_loss not in ADVERSARIAL_LOSSES:
             raise ValueError(f"adversarial_loss={adversarial_loss!r} is not one of {ADVERSARIAL_LOSSES}")
         if gp_mode not in GP_MODES:
             raise ValueError(f"gp_mode={gp_mode!r} is not one of {GP_MODES}")
-        if int(n_critic) < 1:
-            raise ValueError(f"n_critic={n_critic!r} must be a positive integer")
+        check_positive_int("n_critic", n_critic)
         if gp_weight < 0:
             raise ValueError(f"gp_weight={gp_weight!r} must be >= 0")
         if not 0.0 < real_label <= 1.0:
             raise ValueError(f"real_label={real_label!r} must be in (0, 1]")
-        super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=PairPrepareBatch(pair_key),
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=False,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=False,
-            to_kwargs=to_kwargs,
-        )
+        super().__init__(device, max_epochs, train_data_loader, PairPrepareBatch(pair_key), **engine_options)
         self.generator = generator
         self.critic = critic
         self.generator_optimizer = generator_optimizer
@@ -252,8 +226,8 @@ class PreviewSaver:
         threshold: float = 0.8,
         seed: int = 0,
     ) -> None:
-        if int(interval) < 1 or int(n_pairs) < 1:
-            raise ValueError(f"interval={interval!r} and n_pairs={n_pairs!r} must be positive integers")
+        check_positive_int("preview_interval", interval)
+        check_positive_int("preview_pairs", n_pairs)
         self.generator = generator
         self.output_dir = Path(output_dir)
         self.interval = int(interval)

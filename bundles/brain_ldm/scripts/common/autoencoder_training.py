@@ -12,18 +12,17 @@ cross-entropy/Dice loss on logits, softmax activation for the discriminator).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
-from ignite.engine import Engine
-from monai.engines import Trainer
 from monai.engines.utils import PrepareBatch
 from monai.inferers import Inferer
 from monai.losses import PatchAdversarialLoss
 from monai.utils import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
+from .engines import CustomIterationTrainer
 from .weights import unwrap
 
 __all__ = [
@@ -89,7 +88,7 @@ class ReconstructionInferer(Inferer):
         return reconstruction if self.output_activation is None else self.output_activation(reconstruction)
 
 
-class AutoencoderKLTrainer(Trainer):
+class AutoencoderKLTrainer(CustomIterationTrainer):
     """Adversarial training of a VAE-style autoencoder (``encode``/``decode``, forward returns (x, mu, sigma)).
 
     Args:
@@ -111,8 +110,8 @@ class AutoencoderKLTrainer(Trainer):
             (``None`` = identity; ``torch.nn.Softmax(dim=1)`` for label maps).
         image_key: batch key of the input.
         target_key: batch key of the target; ``None`` reconstructs the input.
-        epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
-        metric_cmp_fn, train_handlers, event_names, event_to_attr, decollate, to_kwargs: as for MONAI trainers.
+        engine_options: MONAI trainer arguments (``epoch_length``, ``train_handlers``, ``key_train_metric``,
+            ...), see ``CustomIterationTrainer``.
     """
 
     def __init__(
@@ -134,40 +133,12 @@ class AutoencoderKLTrainer(Trainer):
         output_activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         image_key: str = "image",
         target_key: str | None = None,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        iteration_update: Callable[[Engine, Any], Any] | None = None,
-        postprocessing: Callable | None = None,
-        key_train_metric: dict | None = None,
-        additional_metrics: dict | None = None,
-        metric_cmp_fn: Callable | None = None,
-        train_handlers: Sequence | None = None,
-        event_names: list | None = None,
-        event_to_attr: dict | None = None,
-        decollate: bool = False,
-        to_kwargs: dict | None = None,
+        **engine_options: Any,
     ) -> None:
         if adversarial_warmup_epochs < 0:
             raise ValueError(f"adversarial_warmup_epochs={adversarial_warmup_epochs!r} must be >= 0")
-        extra: dict[str, Any] = {} if metric_cmp_fn is None else {"metric_cmp_fn": metric_cmp_fn}
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            prepare_batch=ReconstructionPrepareBatch(image_key, target_key),
-            iteration_update=iteration_update,
-            postprocessing=postprocessing,
-            key_metric=key_train_metric,
-            additional_metrics=additional_metrics,
-            handlers=train_handlers,
-            amp=False,
-            event_names=event_names,
-            event_to_attr=event_to_attr,
-            decollate=decollate,
-            to_kwargs=to_kwargs,
-            **extra,
+            device, max_epochs, train_data_loader, ReconstructionPrepareBatch(image_key, target_key), **engine_options
         )
         self.autoencoder = autoencoder
         self.discriminator = discriminator
