@@ -48,3 +48,11 @@ def test_network_definitions_agree_across_configs() -> None:
     for key in ("autoencoder_def", "diffusion_def", "generator_def", "spatial_shape", "latent_channels", "label_names"):
         definitions = [json.dumps(c[key], sort_keys=True) for c in configs.values() if key in c]
         assert len(definitions) >= 2 and len(set(definitions)) == 1, key
+
+
+def test_reconstruction_class_weights_cover_every_label_and_favour_the_lesions() -> None:
+    """One weight per label channel; the rare lesion classes weigh more, or the autoencoder drops WMH (measured)."""
+    config = json.loads((BUNDLE / "configs" / "train_label_autoencoder.json").read_text())
+    weights = dict(zip(config["label_names"], config["reconstruction_class_weights"], strict=True))
+    assert len(weights) == len(config["reconstruction_class_weights"]) == 10
+    assert min(weights[lesion] for lesion in ("wmh", "tumour", "edema", "enhancing")) > weights["wm"] == 1.0

@@ -36,6 +36,9 @@ def test_evaluation_report(sampling_overrides: dict, spade_cohort: Path, tmp_pat
     run_bundle(BUNDLE, ["inference.json", "evaluate.json"], overrides)
     report = json.loads((out / "evaluation.json").read_text())
     assert "demo data" in report["data"] and report["protocol"]["segmenter"] == "UNet"
+    # the configured class-weighted loss is the one the segmenters trained with, and the report says so
+    loss = report["protocol"]["segmenter_loss"]
+    assert loss["name"] == "DiceCELoss" and loss["class_weights"][6] == 20.0 and len(loss["class_weights"]) == 10
 
     presence = report["lesion_presence"]
     assert set(presence) == {"healthy", "wmh", "tumour", "wmh+tumour", "all_requested_present_rate"}

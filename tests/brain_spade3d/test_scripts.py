@@ -123,3 +123,22 @@ def test_feature_matching_is_zero_for_equal_features_and_detaches_the_target() -
     loss.backward()
     assert float(loss.detach()) == pytest.approx(1.0)  # mean of the per-layer L1 distances (2 and 0)
     assert real[0][0].grad is None and fake[0][0].grad is not None
+
+
+def test_class_channel_exposes_a_lesion_class_the_mean_dice_hides() -> None:
+    from monai.metrics import DiceMetric
+
+    label = torch.zeros(10, 4, 4, 4)
+    label[3] = 1.0
+    label[3, 0, 0, :2], label[6, 0, 0, :2] = 0.0, 1.0  # two WMH voxels
+    prediction = torch.zeros_like(label)
+    prediction[3] = 1.0  # every voxel white matter: the WMH class collapsed
+    output = {"pred": [prediction], "label": [label]}
+    with bundle_module("labels") as labels:
+        select_wmh = labels.class_channel(lambda out: (out["pred"], out["label"]), 6)
+        select_wm = labels.class_channel(lambda out: (out["pred"], out["label"]), 3)
+        wmh_pred, wmh_label = select_wmh(output)
+        wm_pred, wm_label = select_wm(output)
+    assert wmh_pred[0].shape == (1, 4, 4, 4) and torch.equal(wmh_label[0][0], label[6])
+    assert DiceMetric()(torch.stack(wmh_pred), torch.stack(wmh_label)).item() == 0.0
+    assert DiceMetric()(torch.stack(wm_pred), torch.stack(wm_label)).item() > 0.98

@@ -43,6 +43,14 @@ def split_loaders(
     return {split: loader(split) for split in splits}
 
 
+def _describe_loss(loss: torch.nn.Module | None) -> dict[str, Any]:
+    """Name and class weights of a segmenter loss, for the report's protocol."""
+    if loss is None:
+        return {"name": "DiceCELoss", "class_weights": None}
+    weight = getattr(getattr(loss, "cross_entropy", None), "weight", None)
+    return {"name": type(loss).__name__, "class_weights": None if weight is None else weight.cpu().tolist()}
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(finite)) if finite else None
@@ -93,8 +101,12 @@ def train_segmenter(
     learning_rate: float,
     device: str | torch.device,
     seed: int = 0,
+    loss_function: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
-    """Train ``network`` on ``pairs`` ({"image": (1, *S), "label": (1, *S) class indices}) with MONAI's trainer."""
+    """Train ``network`` on ``pairs`` ({"image": (1, *S), "label": (1, *S) class indices}) with MONAI's trainer.
+
+    ``loss_function`` takes logits and class-index labels; None is an unweighted ``DiceCELoss``.
+    """
     from monai.engines import SupervisedTrainer
     from monai.losses import DiceCELoss
 
@@ -110,7 +122,7 @@ def train_segmenter(
         train_data_loader=loader,
         network=network,
         optimizer=torch.optim.Adam(network.parameters(), lr=learning_rate),
-        loss_function=DiceCELoss(to_onehot_y=True, softmax=True),
+        loss_function=loss_function if loss_function is not None else DiceCELoss(to_onehot_y=True, softmax=True),
         decollate=False,
     )
     trainer.run()
@@ -164,6 +176,8 @@ class SPADEEvaluation:
         segmenter_epochs: epochs of every segmenter training.
         segmenter_batch_size: batch size of the segmenter trainings.
         segmenter_learning_rate: Adam learning rate of the segmenters.
+        segmenter_loss: loss of the segmenter trainings (logits, class-index labels); None: unweighted
+            ``DiceCELoss``. A class-weighted loss lets lesions of a few dozen voxels be learned at all.
         presence_conditions: setting name -> lesion condition sampled for the lesion-presence rates.
         presence_samples: label maps sampled per setting.
         presence_batch_size: label maps sampled together.
@@ -198,6 +212,7 @@ class SPADEEvaluation:
         segmenter_epochs: int = 20,
         segmenter_batch_size: int = 4,
         segmenter_learning_rate: float = 1e-3,
+        segmenter_loss: torch.nn.Module | None = None,
         presence_conditions: Mapping[str, Sequence[float]] | None = None,
         presence_samples: int = 20,
         presence_batch_size: int = 4,
@@ -246,6 +261,7 @@ class SPADEEvaluation:
         self.segmenter_epochs = int(segmenter_epochs)
         self.segmenter_batch_size = int(segmenter_batch_size)
         self.segmenter_learning_rate = float(segmenter_learning_rate)
+        self.segmenter_loss = segmenter_loss
         self.label_names = list(label_names)
         self.lesion_names = list(lesion_names)
         self.presence_conditions = {
@@ -385,6 +401,7 @@ class SPADEEvaluation:
             self.segmenter_learning_rate,
             self.device,
             seed,
+            self.segmenter_loss,
         )
         dice = dice_per_class(network, tests, self.label_names, self.device)
         return {"n_training_pairs": len(pairs), "dice": dice, "mean_dice": _mean(list(dice.values()))}
@@ -451,6 +468,7 @@ class SPADEEvaluation:
             "segmenter_epochs": self.segmenter_epochs,
             "segmenter_batch_size": self.segmenter_batch_size,
             "segmenter_learning_rate": self.segmenter_learning_rate,
+            "segmenter_loss": _describe_loss(self.segmenter_loss),
             "presence_samples": self.presence_samples,
             "min_lesion_volume_ml": self.min_lesion_volume_ml,
             "seed": self.seed,

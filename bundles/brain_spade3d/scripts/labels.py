@@ -13,7 +13,7 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "LABEL_NAMES",
     "LESION_NAMES",
     "check_contrasts",
+    "class_channel",
     "lesion_statistics",
     "measure_lesions",
     "read_label_stats",
@@ -39,6 +40,22 @@ LESION_NAMES = ("wmh", "tumour", "edema", "enhancing")
 #: Classes that count as brain volume, the denominator of the lesion fractions (the demo cohort's definition).
 BRAIN_CLASSES = ("gm", "wm", "deep_gm", "brainstem", "wmh", "tumour", "edema", "enhancing")
 SAMPLE = "sample"
+
+
+def class_channel(
+    output_transform: Callable[[Any], tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]], channel: int
+) -> Callable[[Any], tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Keep one class of one-hot (pred, label) pairs, so a metric reports that class alone.
+
+    The mean Dice over all classes hid a lesion class the autoencoder never reconstructed; a
+    per-class metric on the small lesion channels makes such a collapse visible during training.
+    """
+
+    def select(output: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        predictions, labels = output_transform(output)
+        return [p[channel : channel + 1] for p in predictions], [y[channel : channel + 1] for y in labels]
+
+    return select
 
 
 def check_contrasts(contrasts: Any, available: Sequence[str]) -> list[str]:
