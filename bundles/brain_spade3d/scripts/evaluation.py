@@ -28,7 +28,7 @@ from scripts.common.checks import check_positive_int
 from scripts.labels import LABEL_NAMES, LESION_NAMES, measure_lesions
 from scripts.synthesis import ImageGenerator, LabelGenerator
 
-__all__ = ["SPADEEvaluation", "dice_per_class", "similarity_metrics", "split_loaders", "train_segmenter"]
+__all__ = ["SPADEEvaluation", "default_segmenter_loss", "dice_per_class", "similarity_metrics", "split_loaders", "train_segmenter"]
 
 
 def split_loaders(
@@ -43,10 +43,15 @@ def split_loaders(
     return {split: loader(split) for split in splits}
 
 
-def _describe_loss(loss: torch.nn.Module | None) -> dict[str, Any]:
+def default_segmenter_loss() -> torch.nn.Module:
+    """Unweighted Dice + cross-entropy on logits against class-index labels."""
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True)
+
+
+def _describe_loss(loss: torch.nn.Module) -> dict[str, Any]:
     """Name and class weights of a segmenter loss, for the report's protocol."""
-    if loss is None:
-        return {"name": "DiceCELoss", "class_weights": None}
     weight = getattr(getattr(loss, "cross_entropy", None), "weight", None)
     return {"name": type(loss).__name__, "class_weights": None if weight is None else weight.cpu().tolist()}
 
@@ -105,10 +110,9 @@ def train_segmenter(
 ) -> torch.nn.Module:
     """Train ``network`` on ``pairs`` ({"image": (1, *S), "label": (1, *S) class indices}) with MONAI's trainer.
 
-    ``loss_function`` takes logits and class-index labels; None is an unweighted ``DiceCELoss``.
+    ``loss_function`` takes logits and class-index labels; None is ``default_segmenter_loss()``.
     """
     from monai.engines import SupervisedTrainer
-    from monai.losses import DiceCELoss
 
     if not pairs:
         raise ValueError("train_segmenter: no training pairs")
@@ -122,7 +126,7 @@ def train_segmenter(
         train_data_loader=loader,
         network=network,
         optimizer=torch.optim.Adam(network.parameters(), lr=learning_rate),
-        loss_function=loss_function if loss_function is not None else DiceCELoss(to_onehot_y=True, softmax=True),
+        loss_function=loss_function if loss_function is not None else default_segmenter_loss(),
         decollate=False,
     )
     trainer.run()
@@ -261,7 +265,7 @@ class SPADEEvaluation:
         self.segmenter_epochs = int(segmenter_epochs)
         self.segmenter_batch_size = int(segmenter_batch_size)
         self.segmenter_learning_rate = float(segmenter_learning_rate)
-        self.segmenter_loss = segmenter_loss
+        self.segmenter_loss = segmenter_loss if segmenter_loss is not None else default_segmenter_loss()
         self.label_names = list(label_names)
         self.lesion_names = list(lesion_names)
         self.presence_conditions = {
