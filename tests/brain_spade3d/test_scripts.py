@@ -142,3 +142,21 @@ def test_class_channel_exposes_a_lesion_class_the_mean_dice_hides() -> None:
     assert wmh_pred[0].shape == (1, 4, 4, 4) and torch.equal(wmh_label[0][0], label[6])
     assert DiceMetric()(torch.stack(wmh_pred), torch.stack(wmh_label)).item() == 0.0
     assert DiceMetric()(torch.stack(wm_pred), torch.stack(wm_label)).item() > 0.98
+
+
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        lambda: __import__("monai").losses.DiceCELoss(softmax=True, weight=torch.tensor([1.0, 4.0])),
+        lambda: __import__("monai").losses.DiceLoss(softmax=True, weight=[1.0, 4.0]),
+        lambda: torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 4.0])),
+    ],
+    ids=["DiceCELoss", "DiceLoss", "CrossEntropyLoss"],
+)
+def test_evaluation_report_names_the_class_weights_of_any_segmenter_loss(make_loss) -> None:
+    loss = make_loss()
+    with bundle_module("evaluation") as evaluation:
+        described = evaluation._describe_loss(loss)
+        unweighted = evaluation._describe_loss(torch.nn.MSELoss())
+    assert described == {"name": type(loss).__name__, "class_weights": [1.0, 4.0]}
+    assert unweighted == {"name": "MSELoss", "class_weights": None}

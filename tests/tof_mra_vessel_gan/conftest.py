@@ -68,6 +68,7 @@ def bundle_scripts() -> Iterator[SimpleNamespace]:
             gan_training=importlib.import_module("scripts.gan_training"),
             generation=importlib.import_module("scripts.generation"),
             data=importlib.import_module("scripts.data"),
+            segmentation=importlib.import_module("scripts.segmentation"),
         )
     finally:
         sys.path.remove(str(BUNDLE))

@@ -218,6 +218,8 @@ def test_crash_leaves_nothing_half_written(tmp_path, monkeypatch):
         ({"patches_per_patient": 0}, "patches_per_patient"),
         ({"seed": -1}, "seed"),
         ({"voxel_size_mm": (0.0, 1.0, 1.0)}, "voxel_size_mm"),
+        ({"voxel_size_mm": 0.5}, "voxel_size_mm"),
+        ({"voxel_size_mm": ["a", 1, 1]}, "voxel_size_mm"),
         ({"slab_z_mm": (10.0, -10.0)}, "slab_z_mm"),
         ({"patch_size": 95}, "patch_size"),
         ({"split_fractions": (0.5, 0.5, 0.5)}, "split_fractions"),
@@ -244,10 +246,10 @@ def test_split_fractions_keep_every_split():
 
 
 def test_cli_writes_the_dataset(tmp_path):
-    """Through ``python -m tools demo-data`` as a user runs it (default 0.6 mm grid, so kept to 3 patients)."""
+    """Through ``python -m tools demo-data`` as a user runs it, on a second-scanner grid (the transfer set's option)."""
     result = subprocess.run(
         [sys.executable, "-m", "tools", "demo-data", "--out", str(tmp_path), "--kind", "tof"]
-        + ["--n_patients", "3", "--patches_per_patient", "2", "--seed", "3"],
+        + ["--n_patients", "3", "--patches_per_patient", "2", "--seed", "3", "--tof_voxel_size_mm", "[0.8,0.8,1.5]"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -257,6 +259,7 @@ def test_cli_writes_the_dataset(tmp_path):
     assert "pat-002" in result.stdout
     datalist = tmp_path / "tof_mra" / "datalist.json"
     assert datalist.is_file()
+    assert json.loads(datalist.read_text())["voxel_size_mm"] == [0.8, 0.8, 1.5]
     items = _items(datalist)
     assert len(items) == 3
     with np.load(datalist.parent / items[0]["patches"]) as patches:

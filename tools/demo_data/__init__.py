@@ -17,6 +17,7 @@ def demo_data_cli(
     lesion_probability: float = 0.5,
     n_patients: int = 20,
     patches_per_patient: int = 200,
+    tof_voxel_size_mm: tuple[float, float, float] = (0.6, 0.6, 1.0),
     overwrite: bool = False,
 ) -> None:
     """Write the demo datasets under ``out``.
@@ -30,6 +31,8 @@ def demo_data_cli(
         lesion_probability: share of brain subjects that receive inserted lesions.
         n_patients: TOF-MRA phantom patients (split into train / validation / test).
         patches_per_patient: 96x96 patches per TOF patient, half centred on vessels.
+        tof_voxel_size_mm: TOF grid spacing (x, y, z); another spacing makes a second "scanner" whose
+            vessels span other pixel widths, for transfer experiments.
         overwrite: replace existing datasets instead of refusing.
     """
     kinds = {"brain", "tof", "all"}
@@ -52,6 +55,11 @@ def demo_data_cli(
         from tools.demo_data.tof import make_tof_dataset
 
         datalist = make_tof_dataset(
-            out_dir, seed=seed, n_patients=n_patients, patches_per_patient=patches_per_patient, overwrite=overwrite
+            out_dir,
+            seed=seed,
+            n_patients=n_patients,
+            patches_per_patient=patches_per_patient,
+            voxel_size_mm=tof_voxel_size_mm,
+            overwrite=overwrite,
         )
         print(f"TOF-MRA phantoms: {datalist}")

@@ -622,6 +622,14 @@ def _check_inputs(
         raise ValueError(f"split_fractions={split_fractions!r} must be three non-negative fractions summing to 1")
 
 
+def _as_floats(name: str, values: object) -> tuple[float, ...]:
+    """Command-line values arrive as lists, tuples or a bare number; only sequences of numbers are accepted."""
+    try:
+        return tuple(float(v) for v in values)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={values!r} must be a list of numbers, e.g. [0.6, 0.6, 1.0]") from None
+
+
 def split_patients(n_patients: int, split_fractions: tuple[float, float, float]) -> list[str]:
     """Split key per patient, in patient order, with at least one patient in every split."""
     n_validation = max(1, round(n_patients * split_fractions[1]))
@@ -672,9 +680,9 @@ def make_tof_dataset(
         overwrite: replace an existing non-empty ``out_dir/tof_mra``.
         verbose: print one progress line per patient.
     """
-    voxel_size_mm = tuple(float(v) for v in voxel_size_mm)  # type: ignore[assignment]
-    slab_z_mm = tuple(float(v) for v in slab_z_mm)  # type: ignore[assignment]
-    split_fractions = tuple(float(v) for v in split_fractions)  # type: ignore[assignment]
+    voxel_size_mm = _as_floats("voxel_size_mm", voxel_size_mm)  # type: ignore[assignment]
+    slab_z_mm = _as_floats("slab_z_mm", slab_z_mm)  # type: ignore[assignment]
+    split_fractions = _as_floats("split_fractions", split_fractions)  # type: ignore[assignment]
     _check_inputs(seed, n_patients, patches_per_patient, voxel_size_mm, slab_z_mm, patch_size, split_fractions)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

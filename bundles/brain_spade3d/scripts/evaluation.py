@@ -28,7 +28,14 @@ from scripts.common.checks import check_positive_int
 from scripts.labels import LABEL_NAMES, LESION_NAMES, measure_lesions
 from scripts.synthesis import ImageGenerator, LabelGenerator
 
-__all__ = ["SPADEEvaluation", "default_segmenter_loss", "dice_per_class", "similarity_metrics", "split_loaders", "train_segmenter"]
+__all__ = [
+    "SPADEEvaluation",
+    "default_segmenter_loss",
+    "dice_per_class",
+    "similarity_metrics",
+    "split_loaders",
+    "train_segmenter",
+]
 
 
 def split_loaders(
@@ -51,9 +58,17 @@ def default_segmenter_loss() -> torch.nn.Module:
 
 
 def _describe_loss(loss: torch.nn.Module) -> dict[str, Any]:
-    """Name and class weights of a segmenter loss, for the report's protocol."""
-    weight = getattr(getattr(loss, "cross_entropy", None), "weight", None)
-    return {"name": type(loss).__name__, "class_weights": None if weight is None else weight.cpu().tolist()}
+    """Name and class weights of a segmenter loss, for the report's protocol.
+
+    MONAI keeps the weights as ``class_weight`` (DiceLoss, FocalLoss, the Dice half of DiceCELoss) and
+    torch as ``weight`` (CrossEntropyLoss), so both are looked for in the loss and its parts.
+    """
+    for part in loss.modules():
+        for attribute in ("class_weight", "weight"):
+            weight = getattr(part, attribute, None)
+            if isinstance(weight, torch.Tensor):
+                return {"name": type(loss).__name__, "class_weights": weight.detach().cpu().flatten().tolist()}
+    return {"name": type(loss).__name__, "class_weights": None}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

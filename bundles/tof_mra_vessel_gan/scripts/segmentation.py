@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from PIL import Image
 from tqdm import tqdm
 
 from scripts.common.atomic_io import atomic_path, write_json
+from scripts.common.previews import captioned, side_by_side
 from scripts.common.weights import file_sha256, load_state_dict, unwrap
 from scripts.data import load_patch_pairs
 from scripts.generation import check_threshold, generate_pairs, split_pairs
@@ -105,13 +107,38 @@ def _summary(values: Sequence[float | None]) -> dict[str, float | int | None]:
     }
 
 
+def _axial_mip(volume: np.ndarray) -> np.ndarray:
+    """Maximum over the axial slices of an (X, Y, Z) volume, anterior up and the subject's left on the left."""
+    return np.rot90(np.asarray(volume).max(axis=-1))
+
+
+def overlap_mip(prediction: np.ndarray, label: np.ndarray, image: np.ndarray | None = None) -> Image.Image:
+    """Axial MIP of a prediction against its label: found vessels white, false positives red, missed blue.
+
+    A vessel tree is judged at a glance in projection; the DSC alone does not say whether the errors
+    are a halo around every vessel or whole branches missed.
+    """
+    predicted, labelled = _axial_mip(prediction) > 0, _axial_mip(label) > 0
+    if image is None:
+        background = np.zeros(predicted.shape, dtype=np.float64)
+    else:
+        mip = _axial_mip(image).astype(np.float64)
+        background = 0.4 * (mip - mip.min()) / max(float(mip.max() - mip.min()), 1e-12)
+    rgb = np.repeat(background[..., None], 3, axis=-1)
+    rgb[predicted & labelled] = (1.0, 1.0, 1.0)
+    rgb[predicted & ~labelled] = (1.0, 0.15, 0.15)
+    rgb[~predicted & labelled] = (0.2, 0.45, 1.0)
+    return Image.fromarray((rgb * 255).round().astype(np.uint8), mode="RGB")
+
+
 class VolumeEvaluation:
     """Dice and 95 % Hausdorff distance of each segmenter on each held-out patient volume.
 
     Each volume is predicted slice by slice (``inferer``, e.g. MONAI ``SliceInferer`` with 96x96
     windows over axial slices), passed through a sigmoid, thresholded, restricted to the brain mask
     when the datalist gives one, and compared with the vessel label. Results go to
-    ``<output_dir>/<name>.json`` (per patient and mean) and ``<name>.md`` (a table), written atomically.
+    ``<output_dir>/<name>.json`` (per patient and mean), ``<name>.md`` (a table) and ``<name>.png``
+    (axial projections of the first patient's label and of each segmenter's errors), written atomically.
 
     Args:
         segmenters: ``{row name: weights path}``, e.g. ``{"synthetic": "models/segmenter_synthetic.pt"}``.
@@ -156,6 +183,7 @@ class VolumeEvaluation:
         self.device = device
         self.report_name = report_name
         self.use_brain_mask = use_brain_mask
+        self._first_patient_tiles: list[Image.Image] = []
 
     def _predict(self, image: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -175,6 +203,8 @@ class VolumeEvaluation:
             if self.use_brain_mask and "brain_mask" in data:
                 prediction = prediction * (torch.as_tensor(data["brain_mask"]) > 0).float()[None]
             dice = float(dice_metric(prediction, label).item())
+            if not patients:
+                self._keep_first_patient_tiles(name, data["image"], prediction, label, dice)
             if prediction.sum() > 0 and label.sum() > 0:
                 hausdorff = float(hausdorff_metric(prediction, label, spacing=_spacing(data["image"])).item())
             else:
@@ -195,6 +225,23 @@ class VolumeEvaluation:
             "dice": _summary([p["dice"] for p in patients]),
             "hd95_mm": _summary([p["hd95_mm"] for p in patients]),
         }
+
+    def _keep_first_patient_tiles(
+        self, name: str, image: torch.Tensor, prediction: torch.Tensor, label: torch.Tensor, dice: float
+    ) -> None:
+        image_array = np.asarray(torch.as_tensor(image)[0].cpu())
+        label_array = np.asarray(label[0, 0].cpu())
+        if not self._first_patient_tiles:  # the image and label once, before the first segmenter's tile
+            mip = _axial_mip(image_array)
+            low, high = float(mip.min()), float(mip.max())
+            scaled = ((mip - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8)
+            patient = self.volumes[0]["patient"]
+            self._first_patient_tiles += [
+                captioned(Image.fromarray(scaled, mode="L"), f"{patient} image MIP"),
+                captioned(overlap_mip(label_array, label_array), "label"),
+            ]
+        tile = overlap_mip(np.asarray(prediction[0, 0].cpu()), label_array, image_array)
+        self._first_patient_tiles.append(captioned(tile, f"{name}: DSC {dice:.2f}"))
 
     def _markdown(self, results: Mapping[str, Any]) -> str:
         def cell(summary: Mapping[str, Any]) -> str:
@@ -218,13 +265,17 @@ class VolumeEvaluation:
 
     def run(self) -> dict[str, Any]:
         """Score every segmenter, then write the JSON and markdown reports."""
+        self._first_patient_tiles = []
         results = {name: self._score(name, path) for name, path in self.segmenters.items()}
         report = {"threshold": self.threshold, "patients": [v["patient"] for v in self.volumes], "segmenters": results}
-        json_path = write_json(report, self.output_dir / f"{self.report_name}.json")
         markdown = self._markdown(results)
+        figure = side_by_side(self._first_patient_tiles, gap=4)
+        json_path = write_json(report, self.output_dir / f"{self.report_name}.json")
         atomic_path(self.output_dir / f"{self.report_name}.md", lambda tmp: tmp.write_text(markdown))
+        png_path = atomic_path(self.output_dir / f"{self.report_name}.png", lambda tmp: figure.save(tmp, format="PNG"))
         print(markdown)
-        print(f"wrote {json_path} and {json_path.with_suffix('.md')}")
+        print(f"wrote {json_path}, {json_path.with_suffix('.md')} and {png_path}")
+        print("picture: white = vessel found, red = false positive, blue = missed (axial maximum projection)")
         return report
 
 

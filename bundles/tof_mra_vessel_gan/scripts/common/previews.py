@@ -79,10 +79,12 @@ def grid(rows: Sequence[Image.Image], gap: int = 4, background: int = 0) -> Imag
 
 
 def captioned(image: Image.Image, text: str, height: int = 14) -> Image.Image:
-    """``image`` with a line of white text on black above it."""
-    canvas = Image.new("L", (image.width, image.height + height), color=0)
-    ImageDraw.Draw(canvas).text((2, 1), text, fill=255, font=ImageFont.load_default())
-    canvas.paste(image.convert("L"), (0, height))
+    """``image`` with a line of white text on black above it; colour images keep their colours."""
+    mode = "RGB" if image.mode == "RGB" else "L"
+    white = 255 if mode == "L" else (255, 255, 255)
+    canvas = Image.new(mode, (image.width, image.height + height), color=0)
+    ImageDraw.Draw(canvas).text((2, 1), text, fill=white, font=ImageFont.load_default())
+    canvas.paste(image.convert(mode), (0, height))
     return canvas
 
 

@@ -1,0 +1,52 @@
+"""Measurement records shipped in ``bundles/*/eval`` must describe the shipped bundle: its version and weights.
+
+A record written before a version bump or a weights update would put a number in the README that no
+user can reproduce with what they download.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BUNDLES_DIR
+
+RECORDS = sorted(BUNDLES_DIR.glob("*/eval/*.json"))
+
+
+def _shipped_sha256(bundle: Path) -> dict[str, str]:
+    sums = bundle / "models" / "SHA256SUMS"
+    return {name: digest for digest, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
+
+
+def _recorded_weights(node: object) -> Iterator[tuple[str, str]]:
+    """(file name, sha256) pairs a record names as ``"<key>": file`` beside ``"<key>_sha256": digest``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.endswith("_sha256") and isinstance(node.get(key[: -len("_sha256")]), str):
+                yield Path(node[key[: -len("_sha256")]]).name, value
+            yield from _recorded_weights(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _recorded_weights(item)
+
+
+def test_there_are_records_to_check():
+    assert {path.parent.parent.name for path in RECORDS} >= {"brain_ldm", "brain_spade3d"}
+
+
+@pytest.mark.parametrize("record_path", RECORDS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_record_matches_the_shipped_version_and_weights(record_path: Path):
+    bundle = record_path.parent.parent
+    record = json.loads(record_path.read_text())
+    version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    if "bundle_version" in record:
+        assert record["bundle_version"] == version, f"{record_path} was measured on {record['bundle_version']}"
+    shipped = _shipped_sha256(bundle)
+    checked = [(name, digest) for name, digest in _recorded_weights(record) if name in shipped]
+    for name, digest in checked:
+        assert digest == shipped[name], f"{record_path} measured another {name} than the one shipped"
+    assert checked or "bundle_version" not in record, f"{record_path} names none of the shipped weights"
