@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,7 +14,7 @@ import pytest
 
 from tools import REPO_ROOT
 from tools.packaging import INDEX_NAME, PackagingError, package, package_bundle
-from tools.sync_common import COMMON_SOURCE
+from tools.sync_common import sync
 
 
 def _add_clutter(bundle: Path) -> None:
@@ -92,10 +91,13 @@ def test_index_merges_bundles_with_sorted_keys(make_bundle, tmp_path):
 
 def test_stale_common_copy_is_refused(tiny_bundle, tmp_path):
     common_copy = tiny_bundle / "scripts" / "common"
-    shutil.copytree(COMMON_SOURCE, common_copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    common_copy.mkdir()
+    (tiny_bundle / "scripts" / "space.py").write_text("from scripts.common.mni import *  # noqa: F403\n")
+    sync(tiny_bundle.parent)  # copies what the bundle uses: mni and the package's __init__
     package([tiny_bundle], tmp_path / "fresh")
     with zipfile.ZipFile(tmp_path / "fresh" / "tiny_bundle_v0.1.0.zip") as archive:
-        assert "tiny_bundle/scripts/common/mni.py" in archive.namelist()
+        shipped = {name for name in archive.namelist() if "/scripts/common/" in name and not name.endswith("/")}
+    assert shipped == {"tiny_bundle/scripts/common/__init__.py", "tiny_bundle/scripts/common/mni.py"}
 
     with open(common_copy / "mni.py", "a") as stale:
         stale.write("\n# edited in the copy instead of tools/common\n")

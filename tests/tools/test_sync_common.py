@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools import BUNDLES_DIR
-from tools.sync_common import COMMON_SOURCE, bundles_using_common, drift, sync
+from tools.sync_common import COMMON_SOURCE, bundles_using_common, drift, required_files, sync
 
 
 @pytest.mark.parametrize("bundle", bundles_using_common(BUNDLES_DIR), ids=lambda p: p.name)
@@ -23,13 +23,36 @@ def test_every_bundle_with_scripts_carries_the_copy():
 
 def test_drift_is_detected_and_repaired(tmp_path: Path):
     bundle = tmp_path / "toy"
+    (bundle / "scripts").mkdir(parents=True)
+    (bundle / "scripts" / "exporting.py").write_text("from scripts.common.export import export_torchscript\n")
     shutil.copytree(COMMON_SOURCE, bundle / "scripts" / "common")
+    # every shared module but the ones the toy reaches is reported as unused
+    unused = {p for p in drift(bundle) if "not used by the bundle" in p}
+    assert len(unused) == len(list(COMMON_SOURCE.glob("*.py"))) - 3
+    sync(tmp_path)
     assert drift(bundle) == []
-    module = next((bundle / "scripts" / "common").glob("*.py"))
+    # export.py imports weights.py, so the copy holds both, plus the package's __init__
+    assert {p.name for p in (bundle / "scripts" / "common").glob("*.py")} == {"__init__.py", "export.py", "weights.py"}
+    module = bundle / "scripts" / "common" / "weights.py"
     module.write_text(module.read_text() + "\n# local edit\n")
     (bundle / "scripts" / "common" / "stray.py").write_text("")
     problems = sync(tmp_path, check=True)
     assert any("differs" in p and module.name in p for p in problems)
-    assert any("stray.py" in p for p in problems)
+    assert any("stray.py" in p and "not in tools/common" in p for p in problems)
     sync(tmp_path)
     assert drift(bundle) == []
+
+
+def test_a_bundle_carries_only_the_shared_modules_it_uses():
+    assert [str(p) for p in required_files(BUNDLES_DIR / "tof_mra_vessel_gan")] == [
+        "__init__.py",
+        "atomic_io.py",
+        "checks.py",
+        "engines.py",
+        "export.py",
+        "previews.py",
+        "stopping.py",
+        "weights.py",
+    ]
+    # the diffusion bundle reaches the diffusion code (named in its configs and scripts)
+    assert Path("latent_diffusion.py") in required_files(BUNDLES_DIR / "brain_ldm")
