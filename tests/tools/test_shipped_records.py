@@ -1,4 +1,4 @@
-"""Measurement records shipped in ``bundles/*/eval`` must describe the shipped bundle: its version and weights.
+"""Measurement records shipped in ``bundles/*/docs/measured`` must describe the shipped bundle: its version and weights.
 
 A record written before a version bump or a weights update would put a number in the README that no
 user can reproduce with what they download.
@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import BUNDLES_DIR
 
-RECORDS = sorted(BUNDLES_DIR.glob("*/eval/*.json"))
+RECORDS = sorted(BUNDLES_DIR.glob("*/docs/measured/*.json"))
 
 
 def _shipped_sha256(bundle: Path) -> dict[str, str]:
@@ -35,12 +35,12 @@ def _recorded_weights(node: object) -> Iterator[tuple[str, str]]:
 
 
 def test_there_are_records_to_check():
-    assert {path.parent.parent.name for path in RECORDS} >= {"brain_ldm", "brain_spade3d"}
+    assert {path.parent.parent.parent.name for path in RECORDS} >= {"brain_ldm", "brain_spade3d", "tof_mra_vessel_gan"}
 
 
-@pytest.mark.parametrize("record_path", RECORDS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+@pytest.mark.parametrize("record_path", RECORDS, ids=lambda p: f"{p.parent.parent.parent.name}/{p.name}")
 def test_record_matches_the_shipped_version_and_weights(record_path: Path):
-    bundle = record_path.parent.parent
+    bundle = record_path.parent.parent.parent
     record = json.loads(record_path.read_text())
     version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
     if "bundle_version" in record:
