@@ -112,6 +112,12 @@ def _axial_mip(volume: np.ndarray) -> np.ndarray:
     return np.rot90(np.asarray(volume).max(axis=-1))
 
 
+def _unit_range(plane: np.ndarray) -> np.ndarray:
+    """``plane`` min-max scaled to [0, 1] (a flat plane becomes 0)."""
+    plane = plane.astype(np.float64)
+    return (plane - plane.min()) / max(float(plane.max() - plane.min()), 1e-12)
+
+
 def overlap_mip(prediction: np.ndarray, label: np.ndarray, image: np.ndarray | None = None) -> Image.Image:
     """Axial MIP of a prediction against its label: found vessels white, false positives red, missed blue.
 
@@ -122,8 +128,7 @@ def overlap_mip(prediction: np.ndarray, label: np.ndarray, image: np.ndarray | N
     if image is None:
         background = np.zeros(predicted.shape, dtype=np.float64)
     else:
-        mip = _axial_mip(image).astype(np.float64)
-        background = 0.4 * (mip - mip.min()) / max(float(mip.max() - mip.min()), 1e-12)
+        background = 0.4 * _unit_range(_axial_mip(image))
     rgb = np.repeat(background[..., None], 3, axis=-1)
     rgb[predicted & labelled] = (1.0, 1.0, 1.0)
     rgb[predicted & ~labelled] = (1.0, 0.15, 0.15)
@@ -232,9 +237,7 @@ class VolumeEvaluation:
         image_array = np.asarray(torch.as_tensor(image)[0].cpu())
         label_array = np.asarray(label[0, 0].cpu())
         if not self._first_patient_tiles:  # the image and label once, before the first segmenter's tile
-            mip = _axial_mip(image_array)
-            low, high = float(mip.min()), float(mip.max())
-            scaled = ((mip - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8)
+            scaled = (_unit_range(_axial_mip(image_array)) * 255).round().astype(np.uint8)
             patient = self.volumes[0]["patient"]
             self._first_patient_tiles += [
                 captioned(Image.fromarray(scaled, mode="L"), f"{patient} image MIP"),
