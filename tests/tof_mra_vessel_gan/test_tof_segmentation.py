@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -79,6 +80,12 @@ def test_evaluate_reports_dice_and_hd95_per_held_out_patient(segmenters, tof_dat
     test_patients = [item["patient"] for item in json.loads(tof_datalist.read_text())["test"]]
     assert report["patients"] == test_patients and report["threshold"] == 0.5
     assert list(report["segmenters"]) == ["synthetic", "real", "finetuned"]
+    # provenance: the shipped version and generator, the machine, and weights named without this machine's paths
+    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert report["bundle_version"] == metadata["version"] and report["machine"]
+    assert report["generator"] == "models/generator.pt"
+    assert report["generator_sha256"] == hashlib.sha256((BUNDLE / "models" / "generator.pt").read_bytes()).hexdigest()
+    assert {result["weights"] for result in report["segmenters"].values()} == {path.name for path in paths.values()}
     for result in report["segmenters"].values():
         assert [p["patient"] for p in result["patients"]] == test_patients
         for patient in result["patients"]:

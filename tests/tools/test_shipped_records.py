@@ -7,6 +7,7 @@ user can reproduce with what they download.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,21 @@ def _recorded_weights(node: object) -> Iterator[tuple[str, str]]:
             yield from _recorded_weights(item)
 
 
+#: A string a record must never hold: an absolute POSIX or Windows path, or a home-relative one.
+_MACHINE_PATH = re.compile(r"^(/|~|[A-Za-z]:[\\/])")
+
+
+def _strings(node: object, where: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _strings(item, f"{where}[{index}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
 def test_there_are_records_to_check():
     assert {path.parent.parent.parent.name for path in RECORDS} >= {"brain_ldm", "brain_spade3d", "tof_mra_vessel_gan"}
 
@@ -43,10 +59,23 @@ def test_record_matches_the_shipped_version_and_weights(record_path: Path):
     bundle = record_path.parent.parent.parent
     record = json.loads(record_path.read_text())
     version = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
-    if "bundle_version" in record:
-        assert record["bundle_version"] == version, f"{record_path} was measured on {record['bundle_version']}"
+    assert record.get("bundle_version") == version, f"{record_path} was measured on {record.get('bundle_version')}"
+    assert record.get("machine"), f"{record_path} does not name the machine it was measured on"
     shipped = _shipped_sha256(bundle)
     checked = [(name, digest) for name, digest in _recorded_weights(record) if name in shipped]
     for name, digest in checked:
         assert digest == shipped[name], f"{record_path} measured another {name} than the one shipped"
-    assert checked or "bundle_version" not in record, f"{record_path} names none of the shipped weights"
+    assert checked, f"{record_path} names none of the shipped weights with its sha256"
+
+
+@pytest.mark.parametrize("record_path", RECORDS, ids=lambda p: f"{p.parent.parent.parent.name}/{p.name}")
+def test_record_names_no_path_of_the_measuring_machine(record_path: Path):
+    record = json.loads(record_path.read_text())
+    local = [(where, text) for where, text in _strings(record) if _MACHINE_PATH.match(text)]
+    assert not local, f"{record_path} holds machine-local paths (name files relative to the bundle): {local}"
+
+
+def test_machine_path_pattern_catches_absolute_paths():
+    assert _MACHINE_PATH.match("/work/tofseg5/segmenter_real.pt")
+    assert _MACHINE_PATH.match("C:\\runs\\a.pt")
+    assert not _MACHINE_PATH.match("models/generator.pt")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from scripts.common.atomic_io import atomic_path, write_json
 from scripts.common.previews import captioned, side_by_side
+from scripts.common.provenance import bundle_relative
 from scripts.common.weights import file_sha256, load_state_dict, unwrap
 from scripts.data import load_patch_pairs
 from scripts.generation import check_threshold, generate_pairs, split_pairs
@@ -156,6 +157,9 @@ class VolumeEvaluation:
         device: where the network runs.
         report_name: stem of the report files.
         use_brain_mask: zero predictions outside the brain mask when the item has one.
+        bundle_root: weights paths are recorded relative to it (a file outside it by name only).
+        metadata: provenance copied into the report (bundle version, the generator behind the synthetic
+            segmenter and its sha256, the machine), so the record names what a reader can download.
     """
 
     def __init__(
@@ -170,6 +174,8 @@ class VolumeEvaluation:
         device: str | torch.device = "cpu",
         report_name: str = "segmentation_metrics",
         use_brain_mask: bool = True,
+        bundle_root: str | os.PathLike = ".",
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not segmenters:
             raise ValueError("segmenters is empty: give {name: weights path}")
@@ -188,6 +194,8 @@ class VolumeEvaluation:
         self.device = device
         self.report_name = report_name
         self.use_brain_mask = use_brain_mask
+        self.bundle_root = bundle_root
+        self.metadata = dict(metadata or {})
         self._first_patient_tiles: list[Image.Image] = []
 
     def _predict(self, image: torch.Tensor) -> torch.Tensor:
@@ -224,7 +232,7 @@ class VolumeEvaluation:
                 }
             )
         return {
-            "weights": str(path),
+            "weights": bundle_relative(path, self.bundle_root),
             "weights_sha256": file_sha256(path),
             "patients": patients,
             "dice": _summary([p["dice"] for p in patients]),
@@ -270,7 +278,12 @@ class VolumeEvaluation:
         """Score every segmenter, then write the JSON and markdown reports."""
         self._first_patient_tiles = []
         results = {name: self._score(name, path) for name, path in self.segmenters.items()}
-        report = {"threshold": self.threshold, "patients": [v["patient"] for v in self.volumes], "segmenters": results}
+        report = {
+            **self.metadata,
+            "threshold": self.threshold,
+            "patients": [v["patient"] for v in self.volumes],
+            "segmenters": results,
+        }
         markdown = self._markdown(results)
         figure = side_by_side(self._first_patient_tiles, gap=4)
         json_path = write_json(report, self.output_dir / f"{self.report_name}.json")
