@@ -63,3 +63,30 @@ def run_bundle(
             f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def unresolved_references(config_files: list[Path], meta_file: Path | None = None) -> list[str]:
+    """``@id`` references of the merged configs that name no id, as ``"<referring id> -> @<missing id>"``.
+
+    This is what an overlay can break without MONAI noticing until the run reaches the reference:
+    merging succeeds, and a renamed or dropped base key fails only mid-run.
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.reference_resolver import ReferenceResolver
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files])
+    if meta_file is not None:
+        parser.read_meta(str(meta_file))
+    parser.parse(reset=True)  # expands %macros and normalises ids, as a run does
+    missing = []
+    for item_id, item in parser.ref_resolver.items.items():
+        text = item.get_config()
+        if not isinstance(text, str):
+            continue
+        for reference in ReferenceResolver.match_refs_pattern(text):
+            if reference.split(parser.ref_resolver.sep)[0] == "_meta_" and meta_file is None:
+                continue
+            if reference not in parser.ref_resolver.items:
+                missing.append(f"{item_id} -> @{reference}")
+    return missing

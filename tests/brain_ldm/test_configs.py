@@ -11,6 +11,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from tests.brain_ldm.ldm_helpers import BUNDLE
+from tests.helpers import unresolved_references
 
 CONFIGS = BUNDLE / "configs"
 #: Config ids other configs and overlays (ukb, export, ONNX sampling) rely on.
@@ -80,17 +81,18 @@ def test_demo_networks_fit_the_mni_crop() -> None:
         ["train_diffusion.json", "multi_gpu_train_diffusion.json"],
         ["inference.json", "inference_trt.json"],
         ["inference.json", "evaluate.json"],
+        ["inference.json", "ukb.json"],
+        ["inference.json", "export.json"],
+        ["inference.json", "inference_onnx.json"],
     ],
 )
-def test_overlays_merge(configs: list[str]) -> None:
+def test_overlays_merge_and_every_reference_resolves(configs: list[str]) -> None:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / name) for name in configs])
-    base, overlay = _json(configs[0]), _json(configs[1])
+    base = _json(configs[0])
     assert set(base) <= set(parser.config)  # an overlay adds or replaces keys, never drops the base
-    assert parser["imports"] == base["imports"] + overlay.get("+imports", [])
-    for key, value in overlay.items():
-        if key != "+imports":
-            assert parser[key] == value, key
+    # what merging cannot tell: every @id of the merged pair names an id that exists
+    assert unresolved_references([CONFIGS / name for name in configs], CONFIGS / "metadata.json") == []
 
 
 def test_every_declared_network_runs_on_its_declared_shape() -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.brain_spade3d.spade3d_helpers import BUNDLE
+from tests.helpers import unresolved_references
 from tools.sync_common import drift
 from tools.verify import verify_bundle
 
@@ -56,3 +59,19 @@ def test_reconstruction_class_weights_cover_every_label_and_favour_the_lesions()
     weights = dict(zip(config["label_names"], config["reconstruction_class_weights"], strict=True))
     assert len(weights) == len(config["reconstruction_class_weights"]) == 10
     assert min(weights[lesion] for lesion in ("wmh", "tumour", "edema", "enhancing")) > weights["wm"] == 1.0
+
+
+OVERLAY_SETS = [
+    ["train_label_autoencoder.json", "multi_gpu_train_label_autoencoder.json"],
+    ["train_label_diffusion.json", "multi_gpu_train_label_diffusion.json"],
+    ["train_image_generator.json", "multi_gpu_train_image_generator.json"],
+    ["inference.json", "inference_trt.json"],
+    ["inference.json", "evaluate.json"],
+    ["inference.json", "export.json"],
+]
+
+
+@pytest.mark.parametrize("files", OVERLAY_SETS, ids=["+".join(f) for f in OVERLAY_SETS])
+def test_overlays_resolve_every_reference(files: list[str]) -> None:
+    configs = BUNDLE / "configs"
+    assert unresolved_references([configs / f for f in files], configs / "metadata.json") == []

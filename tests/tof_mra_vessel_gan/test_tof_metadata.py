@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 from monai.bundle import ConfigParser
 
+from tests.helpers import unresolved_references
 from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE
 
 CONFIGS = BUNDLE / "configs"
@@ -34,11 +35,12 @@ def test_metadata_validates_against_the_model_zoo_schema(schema_path):
 
 
 @pytest.mark.parametrize("files", OVERLAY_SETS, ids=["+".join(f) for f in OVERLAY_SETS])
-def test_configs_merge_and_keep_the_standard_keys(files):
+def test_configs_merge_keep_the_standard_keys_and_resolve_every_reference(files):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / f) for f in files])
     for key in ("imports", "bundle_root", "device", "network_def", "initialize", "run"):
         assert key in parser, f"{files}: no {key!r}"
+    assert unresolved_references([CONFIGS / f for f in files], CONFIGS / "metadata.json") == []
 
 
 def test_variant_overlays_set_the_same_keys():

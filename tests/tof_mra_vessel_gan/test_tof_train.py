@@ -41,7 +41,10 @@ def test_wgan_gp_sn_trains_and_exports_a_plain_generator(trained_gan):
     assert any(".parametrizations.weight" in key for key in state["critic"])
     keys = _generator_keys(trained_gan.generator_path)
     assert keys and not any("parametrizations" in key for key in keys)
-    # one generator step per n_critic = 5 critic steps, with the gradient penalty logged
+    # one generator step per n_critic = 5 critic steps: Adam counts the updates each optimiser made
+    critic_steps = {int(s["step"]) for s in state["critic_optimizer"]["state"].values()}
+    generator_steps = {int(s["step"]) for s in state["generator_optimizer"]["state"].values()}
+    assert critic_steps == {2 * ITERATIONS_PER_EPOCH} and generator_steps == {2 * ITERATIONS_PER_EPOCH // 5}
     assert "generator_loss" in trained_gan.log and "gradient_penalty" in trained_gan.log
     assert list(trained_gan.output_dir.glob("events.out.tfevents.*"))
     assert list(trained_gan.output_dir.glob("preview_iteration_*.png"))

@@ -44,11 +44,21 @@ def test_condition_enters_as_channels_and_context() -> None:
 def test_prepare_batch_noises_the_scaled_latent(autoencoder: AutoencoderKL) -> None:
     scheduler = DDIMScheduler(num_train_timesteps=1000)
     batch = {"image": torch.rand(2, 1, 8, 8, 8), "condition": torch.rand(2, 4)}
+    torch.manual_seed(3)  # the KL encoder samples its latent: the same seed gives the same draw below
     x, target, args, kwargs = LatentDiffusionPrepareBatch(autoencoder, scheduler, scale_factor=0.5)(batch)
     assert x.shape == (2, 7, 4, 4, 4) and target.shape == (2, 3, 4, 4, 4) and args == ()
     assert kwargs["timesteps"].shape == (2,) and kwargs["context"].shape == (2, 1, 4)
     torch.testing.assert_close(kwargs["context"][:, 0], batch["condition"])
-    assert not any(p.requires_grad and p.grad is not None for p in autoencoder.parameters())
+    # the noisy latent is the forward process applied to the encoded latent times the scale factor
+    torch.manual_seed(3)
+    with torch.no_grad():
+        latent = autoencoder.eval().encode_stage_2_inputs(batch["image"])
+    alpha_bar = scheduler.alphas_cumprod[kwargs["timesteps"]].reshape(2, 1, 1, 1, 1)
+    expected = alpha_bar.sqrt() * (0.5 * latent) + (1 - alpha_bar).sqrt() * target
+    torch.testing.assert_close(x[:, :3], expected)
+    # the condition fills the extra channels, and the frozen autoencoder builds no graph
+    torch.testing.assert_close(x[:, 3:], batch["condition"][:, :, None, None, None].expand(-1, -1, 4, 4, 4))
+    assert not x.requires_grad
 
 
 def test_condition_dropout_uses_the_null_value(autoencoder: AutoencoderKL) -> None:
