@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLES_DIR = REPO_ROOT / "bundles"
@@ -90,3 +94,24 @@ def unresolved_references(config_files: list[Path], meta_file: Path | None = Non
             if reference not in parser.ref_resolver.items:
                 missing.append(f"{item_id} -> @{reference}")
     return missing
+
+
+def _is_scripts_module(name: str) -> bool:
+    return name == "scripts" or name.startswith("scripts.")
+
+
+@contextlib.contextmanager
+def bundle_scripts_modules(bundle_dir: Path, *names: str) -> Iterator[list[ModuleType]]:
+    """Import ``scripts.<name>`` of one bundle in-process, leaving ``sys.modules`` as it was afterwards.
+
+    Every bundle has its own ``scripts`` package, so another bundle's cached modules are set aside first.
+    """
+    owned = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_scripts_module(name)}
+    sys.path.insert(0, str(bundle_dir))
+    try:
+        yield [importlib.import_module(f"scripts.{name}") for name in names]
+    finally:
+        sys.path.remove(str(bundle_dir))
+        for name in [name for name in sys.modules if _is_scripts_module(name)]:
+            del sys.modules[name]
+        sys.modules.update(owned)

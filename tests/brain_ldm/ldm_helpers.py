@@ -6,14 +6,11 @@ Test modules import them as ``from tests.brain_ldm.ldm_helpers import ...``; fix
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, run_bundle  # noqa: F401  (re-exported)
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
 
 BUNDLE = BUNDLES_DIR / "brain_ldm"
 RESOLUTION_MM = 8
@@ -41,16 +38,9 @@ TINY_SAMPLING = {
 
 @contextlib.contextmanager
 def bundle_module(name: str) -> Iterator[ModuleType]:
-    """Import ``scripts.<name>`` of the bundle in-process, leaving ``sys.modules`` as it was afterwards."""
-    owned = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "scripts" or n.startswith("scripts.")}
-    sys.path.insert(0, str(BUNDLE))
-    try:
-        yield importlib.import_module(f"scripts.{name}")
-    finally:
-        sys.path.remove(str(BUNDLE))
-        for n in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
-            del sys.modules[n]
-        sys.modules.update(owned)
+    """Import ``scripts.<name>`` of this bundle in-process (see ``tests.helpers.bundle_scripts_modules``)."""
+    with bundle_scripts_modules(BUNDLE, name) as (module,):
+        yield module
 
 
 def tiny_autoencoder_training(cohort: Path, run_dir: Path, models_dir: Path, max_epochs: int = 2) -> dict:

@@ -7,14 +7,11 @@ runner comes from tests/helpers.py.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from tests.helpers import BUNDLES_DIR, REPO_ROOT, run_bundle  # noqa: F401  (re-exported)
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
 
 BUNDLE = BUNDLES_DIR / "brain_spade3d"
 RESOLUTION_MM = 8
@@ -89,13 +86,6 @@ def training_overrides(config: str, cohort: Path, run_dir: Path, models_dir: Pat
 
 @contextlib.contextmanager
 def bundle_module(name: str) -> Iterator[ModuleType]:
-    """Import ``scripts.<name>`` of the bundle in-process, leaving ``sys.modules`` as it was afterwards."""
-    owned = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "scripts" or n.startswith("scripts.")}
-    sys.path.insert(0, str(BUNDLE))
-    try:
-        yield importlib.import_module(f"scripts.{name}")
-    finally:
-        sys.path.remove(str(BUNDLE))
-        for module_name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
-            del sys.modules[module_name]
-        sys.modules.update(owned)
+    """Import ``scripts.<name>`` of this bundle in-process (see ``tests.helpers.bundle_scripts_modules``)."""
+    with bundle_scripts_modules(BUNDLE, name) as (module,):
+        yield module

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.helpers import bundle_scripts_modules
 from tests.tof_mra_vessel_gan.tof_helpers import (
     BUNDLE,
     PATCHES_PER_PATIENT,
@@ -58,23 +56,9 @@ def trained_gan(tof_datalist: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def bundle_scripts() -> Iterator[SimpleNamespace]:
     """The bundle's ``scripts`` package imported in-process, without clashing with another bundle's ``scripts``."""
-    saved = {name: module for name, module in sys.modules.items() if name == "scripts" or name.startswith("scripts.")}
-    for name in saved:
-        del sys.modules[name]
-    sys.path.insert(0, str(BUNDLE))
-    try:
-        yield SimpleNamespace(
-            networks=importlib.import_module("scripts.networks"),
-            gan_training=importlib.import_module("scripts.gan_training"),
-            generation=importlib.import_module("scripts.generation"),
-            data=importlib.import_module("scripts.data"),
-            segmentation=importlib.import_module("scripts.segmentation"),
-        )
-    finally:
-        sys.path.remove(str(BUNDLE))
-        for name in [n for n in sys.modules if n == "scripts" or n.startswith("scripts.")]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+    names = ("networks", "gan_training", "generation", "data", "segmentation")
+    with bundle_scripts_modules(BUNDLE, *names) as modules:
+        yield SimpleNamespace(**dict(zip(names, modules)))
 
 
 @pytest.fixture(scope="module")
