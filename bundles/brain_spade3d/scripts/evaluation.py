@@ -159,15 +159,17 @@ def dice_per_class(
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    # not_nans counts the items where a class is in the reference: 0 means its Dice is undefined
+    # (MONAI's aggregate would report 0.0 for such a class, as if it had been missed)
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True, get_not_nans=True)
     network = network.to(device).eval()
     for pair in pairs:
         logits = network(pair["image"][None].to(device))
         prediction = one_hot(logits.argmax(1, keepdim=True), len(class_names))
         reference = one_hot(pair["label"][None].long().to(device), len(class_names))
         metric(y_pred=prediction, y=reference)
-    values = metric.aggregate().cpu().tolist()
-    return {name: (None if math.isnan(v) else float(v)) for name, v in zip(class_names[1:], values)}
+    values, counts = (t.cpu().tolist() for t in metric.aggregate())
+    return {name: (float(v) if n > 0 else None) for name, v, n in zip(class_names[1:], values, counts)}
 
 
 class SPADEEvaluation:
