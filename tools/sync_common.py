@@ -6,7 +6,6 @@ what those import in turn, so a packaged bundle carries no code it never runs.
 
 from __future__ import annotations
 
-import filecmp
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +19,18 @@ COMMON_TARGET = Path("scripts") / "common"
 # from scripts.common import x, y; and how shared modules name each other: from .x import, from . import x.
 _BUNDLE_REFERENCE = re.compile(r"scripts\.common\.(\w+)|\.common\.(\w+)|(?:scripts)?\.common import ([\w, ]+)")
 _SIBLING_REFERENCE = re.compile(r"from \.(\w+) import|from \. import ([\w, ]+)|scripts\.common\.(\w+)")
+
+
+def copy_note(rel: Path) -> str:
+    """The first line of every copy: where its source is and how copies are refreshed."""
+    return (
+        f"# Generated copy of tools/common/{rel.as_posix()}: edit the source, then run `python -m tools sync-common`.\n"
+    )
+
+
+def copy_text(rel: Path) -> str:
+    """What the copy of ``tools/common/<rel>`` holds: the note, then the source unchanged."""
+    return copy_note(rel) + (COMMON_SOURCE / rel).read_text()
 
 
 def _named_modules(text: str, pattern: re.Pattern) -> set[str]:
@@ -64,7 +75,7 @@ def drift(bundle_dir: Path) -> list[str]:
         copy = target / rel
         if not copy.exists():
             problems.append(f"{copy}: missing copy of tools/common/{rel}")
-        elif not filecmp.cmp(COMMON_SOURCE / rel, copy, shallow=False):
+        elif copy.read_text() != copy_text(rel):
             problems.append(f"{copy}: differs from tools/common/{rel}")
     extra = {p.relative_to(target) for p in target.rglob("*.py")} - set(expected)
     sources = set(_source_files())
@@ -88,5 +99,5 @@ def sync(bundles_dir: Path = BUNDLES_DIR, check: bool = False) -> list[str]:
             shutil.rmtree(target)
             target.mkdir(parents=True)
             for rel in required_files(bundle):
-                shutil.copy2(COMMON_SOURCE / rel, target / rel)
+                (target / rel).write_text(copy_text(rel))
     return found

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools import BUNDLES_DIR
-from tools.sync_common import COMMON_SOURCE, bundles_using_common, drift, required_files, sync
+from tools.sync_common import COMMON_SOURCE, bundles_using_common, copy_note, drift, required_files, sync
 
 
 @pytest.mark.parametrize("bundle", bundles_using_common(BUNDLES_DIR), ids=lambda p: p.name)
@@ -51,8 +51,23 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "engines.py",
         "export.py",
         "previews.py",
+        "provenance.py",
         "stopping.py",
         "weights.py",
     ]
     # the diffusion bundle reaches the diffusion code (named in its configs and scripts)
     assert Path("latent_diffusion.py") in required_files(BUNDLES_DIR / "brain_ldm")
+
+
+@pytest.mark.parametrize("bundle", bundles_using_common(BUNDLES_DIR), ids=lambda p: p.name)
+def test_every_copy_opens_with_a_note_naming_its_source(bundle: Path):
+    for copy in sorted((bundle / "scripts" / "common").rglob("*.py")):
+        relative = copy.relative_to(bundle / "scripts" / "common")
+        first_line = copy.read_text().splitlines(keepends=True)[0]
+        assert first_line == copy_note(relative) and f"tools/common/{relative.as_posix()}" in first_line
+        assert "python -m tools sync-common" in first_line
+
+
+def test_copies_are_marked_generated_for_review():
+    attributes = (BUNDLES_DIR.parent / ".gitattributes").read_text()
+    assert "bundles/*/scripts/common/*.py linguist-generated=true" in attributes.splitlines()

@@ -1,3 +1,4 @@
+# Generated copy of tools/common/export.py: edit the source, then run `python -m tools sync-common`.
 """Export networks to TorchScript and ONNX, check them against PyTorch, and run an ONNX file as a module.
 
 MONAI's ``ckpt_export``/``onnx_export`` feed a single input, but a conditioned diffusion UNet takes
