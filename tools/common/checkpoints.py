@@ -78,8 +78,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
             return
         score_name = "epoch" if self.epoch_level else "iteration"
         current = engine.state.epoch if self.epoch_level else engine.state.iteration
+        name = next(iter(self.save_dict)) if len(self.save_dict) == 1 else "checkpoint"  # as ignite names files
         prefix = f"{self.file_prefix}_" if self.file_prefix else ""
-        pattern = re.compile(rf"{re.escape(prefix)}{score_name}=(\d+)\.pt")
+        pattern = re.compile(rf"{re.escape(prefix + name)}_{score_name}=(\d+)\.pt")
         known = {item.filename for item in tracker._saved}
         found = sorted(
             (int(match.group(1)), file.name)
