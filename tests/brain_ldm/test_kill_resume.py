@@ -77,7 +77,10 @@ def runs(brain_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_the_kill_was_real_and_mid_epoch(runs: dict) -> None:
     assert runs["code"] == -signal.SIGKILL
-    assert "Saved checkpoint at epoch: 2" in runs["killed_log"] and "Saved checkpoint at epoch: 3" not in runs["killed_log"]
+    assert (
+        "Saved checkpoint at epoch: 2" in runs["killed_log"]
+        and "Saved checkpoint at epoch: 3" not in runs["killed_log"]
+    )
     assert runs["after_kill"] == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
     assert not runs["exported_by_killed_run"]
 
