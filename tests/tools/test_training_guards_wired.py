@@ -58,6 +58,10 @@ def test_training_configs_check_data_stop_on_nan_and_checkpoint_safely(
 
 def test_segmentation_training_stops_on_nan_and_writes_its_best_weights_atomically() -> None:
     parser = _parser("tof_mra_vessel_gan", "train_segmentation.json")
-    assert "scripts.common.stopping.StopOnNonFiniteLoss" in [h["_target_"] for h in parser["train"]["handlers"]]
+    handlers = {h["_target_"]: h for h in parser["train"]["handlers"]}
+    assert "scripts.common.stopping.StopOnNonFiniteLoss" in handlers
+    # the best validated weights are saved in the run folder and reach segmenter_path only on a finish
+    assert handlers["scripts.common.weights.PromoteBestWeights"]["path"] == "@segmenter_path"
+    assert "@output_dir" in parser["ckpt_dir"]
     savers = [h for h in parser["validate"]["handlers"] if "CheckpointSaver" in h["_target_"]]
     assert [h["_target_"] for h in savers] == ["scripts.common.checkpoints.AtomicCheckpointSaver"]

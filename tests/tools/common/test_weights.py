@@ -94,3 +94,23 @@ def test_export_replaces_weights_only_after_a_finished_finite_run(tmp_path: Path
         network.weight[0, 0] = 0.0
     exporter(stopped)
     torch.testing.assert_close(torch.load(shipped, weights_only=True)["weight"], network.weight)
+
+
+def test_best_weights_reach_the_release_path_only_when_the_run_finishes(tmp_path: Path) -> None:
+    from tools.common.weights import PromoteBestWeights
+
+    best, release = tmp_path / "run" / "best.pt", tmp_path / "models" / "segmenter.pt"
+    release.parent.mkdir()
+    release.write_bytes(b"shipped weights")
+    promote = PromoteBestWeights(best, release)
+    best.parent.mkdir()
+    torch.save({"old": torch.zeros(1)}, best)
+    promote.forget_earlier_run(_finished_engine(5, 0))
+    assert not best.exists()  # an earlier run's best is never promoted
+    network = torch.nn.Linear(2, 2)
+    save_state_dict(network, best)
+    with pytest.raises(RuntimeError, match="stopped at epoch 3 of 5 without finishing"):
+        promote(_finished_engine(5, 3))
+    assert release.read_bytes() == b"shipped weights"
+    promote(_finished_engine(5, 5))
+    torch.testing.assert_close(torch.load(release, weights_only=True)["weight"], network.weight)

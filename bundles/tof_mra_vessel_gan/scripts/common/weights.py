@@ -18,7 +18,10 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
+from .atomic_io import atomic_path
+
 __all__ = [
+    "PromoteBestWeights",
     "ResumeFromLatestCheckpoint",
     "check_exportable",
     "check_finite",
@@ -278,3 +281,39 @@ class StateDictExporter:
         engine.logger.info(f"exported weights to {self.path}")
         if callable(self.on_export):
             self.on_export()
+
+
+class PromoteBestWeights:
+    """When training finishes, copies the best validated weights (a key-metric checkpoint) to the release path.
+
+    MONAI's key-metric ``CheckpointSaver`` writes the best weights as soon as an epoch beats the others,
+    so saving straight to ``models/`` would replace shipped weights mid-run (a killed or diverged run
+    would leave its partial best there). The saver writes to a run folder; this copies on a finish only.
+
+    Args:
+        source: the key-metric checkpoint file (a bare state dict).
+        path: the release file, written atomically.
+    """
+
+    def __init__(self, source: str | os.PathLike, path: str | os.PathLike) -> None:
+        self.source = Path(source)
+        self.path = Path(path)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.forget_earlier_run)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def forget_earlier_run(self, engine: Engine) -> None:
+        """Remove an earlier run's best file, so only weights validated in this run can be exported."""
+        self.source.unlink(missing_ok=True)
+
+    def __call__(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return
+        if not self.source.is_file():
+            engine.logger.warning(f"no validated weights in {self.source}: {self.path} is left as it was")
+            return
+        state = read_state_dict(self.source, "best validated weights")
+        check_exportable(engine, state, self.path)
+        atomic_path(self.path, lambda temporary: torch.save(state, temporary))
+        engine.logger.info(f"exported the best validated weights {self.source} to {self.path}")
