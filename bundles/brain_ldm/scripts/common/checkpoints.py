@@ -27,6 +27,11 @@ from .weights import check_finite
 __all__ = ["AtomicCheckpointSaver", "RandomStates"]
 
 
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class _AtomicDiskSaver(DiskSaver):
     """``DiskSaver`` writing through a temporary file and a rename, refusing non-finite states.
 
@@ -69,6 +74,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def adopt_existing(self, engine: Engine) -> None:
         """Track the earlier runs' interval checkpoints so ``n_saved`` holds; drop stale temporary files."""
+        if _rank() > 0:  # only rank 0 writes, so only rank 0 tidies the folder
+            return
         folder = Path(self.save_dir)
         for stale in folder.glob(".tmp-*"):
             stale.unlink(missing_ok=True)
@@ -135,7 +142,9 @@ class RandomStates:
     The data order of a shuffling ``DataLoader`` (without its own generator) is drawn from torch's
     global state at each epoch start, and MONAI's random transforms draw from their own
     ``RandomState`` (``R``): with all of them saved at the end of an epoch and restored on resume, the
-    next epoch shuffles, augments and samples noise exactly as an uninterrupted run does.
+    next epoch shuffles, augments and samples noise exactly as an uninterrupted run does. Under
+    ``torch.distributed`` only rank 0 writes checkpoints, so only rank 0 restores; the other ranks keep
+    their own seeds (a multi-GPU resume is not bit-exact).
 
     Args:
         transforms: objects holding the training's random transforms (e.g. the ``Compose``).
@@ -160,6 +169,8 @@ class RandomStates:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if _rank() > 0:  # the file holds rank 0's states; the other ranks keep their own (seed + rank)
+            return
         if len(state["transforms"]) != len(self.transforms):
             raise ValueError(
                 f"checkpoint random states cover {len(state['transforms'])} random transforms, "
