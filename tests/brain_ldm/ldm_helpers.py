@@ -15,6 +15,8 @@ from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, bundle_scrip
 BUNDLE = BUNDLES_DIR / "brain_ldm"
 RESOLUTION_MM = 8
 SPATIAL_SHAPE = [16, 24, 16]
+#: What the training data check expects of the 8 mm demo cohort (cropped to SPATIAL_SHAPE on purpose).
+TINY_DATA = {"data_shape": [20, 28, 20], "data_spacing_mm": float(RESOLUTION_MM)}
 
 #: Network sizes shared by every tiny run (keys valid in all brain_ldm configs that define the networks).
 TINY_AUTOENCODER = {
@@ -47,6 +49,7 @@ def tiny_autoencoder_training(cohort: Path, run_dir: Path, models_dir: Path, max
     """Overrides for a seconds-long autoencoder training with the adversarial term on from epoch 2."""
     return {
         **TINY_AUTOENCODER,
+        **TINY_DATA,
         "dataset_dir": str(cohort),
         "run_dir": str(run_dir),
         "models_dir": str(models_dir),
@@ -63,6 +66,7 @@ def tiny_diffusion_training(cohort: Path, run_dir: Path, models_dir: Path, max_e
     return {
         **TINY_AUTOENCODER,
         **TINY_DIFFUSION,
+        **TINY_DATA,
         "dataset_dir": str(cohort),
         "run_dir": str(run_dir),
         "models_dir": str(models_dir),

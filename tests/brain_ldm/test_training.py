@@ -24,7 +24,7 @@ def test_autoencoder_training_exports_weights_and_logs(trained: dict[str, Path])
     ]
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     checkpoint = torch.load(run / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
-    assert set(checkpoint) == {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer"}
+    assert set(checkpoint) == {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer", "random_states"}
 
 
 def test_diffusion_training_exports_weights_scale_factor_and_preview(trained: dict[str, Path]) -> None:

@@ -17,6 +17,8 @@ BUNDLE = BUNDLES_DIR / "brain_spade3d"
 RESOLUTION_MM = 8
 #: The 8 mm cohort (20x28x20) centre-cropped so that every network's downsampling divides it.
 SPATIAL_SHAPE = [16, 24, 16]
+#: What the training data check expects of the 8 mm demo cohort (cropped to SPATIAL_SHAPE on purpose).
+TINY_DATA = {"data_shape": [20, 28, 20], "data_spacing_mm": float(RESOLUTION_MM)}
 LESION_NAMES = ["wmh", "tumour", "edema", "enhancing"]
 
 #: Network sizes of every tiny run; each key exists in every config that defines the network.
@@ -50,6 +52,7 @@ TINY_SAMPLING = {
 def training_overrides(config: str, cohort: Path, run_dir: Path, models_dir: Path, max_epochs: int) -> dict:
     """Overrides for a seconds-long run of one training config (adversarial terms on from epoch 2)."""
     common = {
+        **TINY_DATA,
         "dataset_dir": str(cohort),
         "run_dir": str(run_dir),
         "models_dir": str(models_dir),

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.slow
 EXPORTS = {
     "train_label_autoencoder.json": (
         "label_autoencoder.pt",
-        {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer"},
+        {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer", "random_states"},
     ),
-    "train_label_diffusion.json": ("label_diffusion.pt", {"diffusion", "optimizer", "trainer"}),
+    "train_label_diffusion.json": ("label_diffusion.pt", {"diffusion", "optimizer", "trainer", "random_states"}),
     "train_image_generator.json": (
         "image_generator.pt",
-        {"generator", "discriminator", "optimizer_g", "optimizer_d", "trainer"},
+        {"generator", "discriminator", "optimizer_g", "optimizer_d", "trainer", "random_states"},
     ),
 }
 

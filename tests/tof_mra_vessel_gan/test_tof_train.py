@@ -35,7 +35,7 @@ def _checkpoint_state(ckpt_dir: Path, epoch: int) -> dict:
 def test_wgan_gp_sn_trains_and_exports_a_plain_generator(trained_gan):
     assert sorted(p.name for p in trained_gan.ckpt_dir.iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
     state = _checkpoint_state(trained_gan.ckpt_dir, 2)
-    assert set(state) == {"generator", "critic", "generator_optimizer", "critic_optimizer", "trainer"}
+    assert set(state) == {"generator", "critic", "generator_optimizer", "critic_optimizer", "trainer", "random_states"}
     assert state["trainer"]["iteration"] == 2 * ITERATIONS_PER_EPOCH
     # the critic carries spectral norm, the exported generator has it folded away
     assert any(".parametrizations.weight" in key for key in state["critic"])
@@ -165,3 +165,17 @@ def test_bad_training_settings_are_named_and_write_nothing(tof_datalist, tmp_pat
     result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
     assert result.returncode != 0 and message in result.stderr
     assert not workspace.exists()
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_shipped_generator(tof_datalist, tmp_path):
+    overrides = {"dataset_dir": str(tof_datalist.parent), "max_epochs": 1, **workspace_overrides(tmp_path)}
+    shipped = Path(overrides["generator_path"])
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"shipped generator")
+    overrides["train#deterministic_transforms#0#maxv"] = "$float('nan')"  # patches scaled to NaN after their check
+    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "non-finite loss" in log and "'critic_loss': nan" in log and "at epoch 1, iteration 1; batch items: [" in log
+    assert shipped.read_bytes() == b"shipped generator"
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from scripts.common.atomic_io import atomic_path, write_png
 from scripts.common.checks import check_positive_int
 from scripts.common.engines import CustomIterationTrainer
-from scripts.common.weights import unwrap
+from scripts.common.weights import check_exportable, unwrap
 from scripts.generation import pairs_preview, sample_latents
 from scripts.networks import folded_state_dict
 
@@ -257,7 +257,7 @@ class PreviewSaver:
 
 
 class ExportGenerator:
-    """At completion, the generator's weights with spectral norm folded in, as a plain state dict (rank 0).
+    """When training finishes, the generator's weights with spectral norm folded in, as a plain state dict (rank 0).
 
     This is the release file (``models/generator.pt``), loadable by an un-normalised
     ``PairGenerator`` whatever variant trained it; the resumable checkpoints stay separate.
@@ -274,5 +274,6 @@ class ExportGenerator:
         if not _is_rank_zero():
             return
         state = folded_state_dict(unwrap(self.generator))
+        check_exportable(engine, state, self.path)  # a diverged or cut-short run leaves the shipped file alone
         atomic_path(self.path, lambda temporary: torch.save(state, temporary))
         engine.logger.info(f"exported generator weights to {self.path}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from ignite.engine import Engine, Events
 
 from tools.common.stopping import WallClockLimit
@@ -57,3 +58,41 @@ def test_every_bundle_training_config_is_wired_for_max_train_seconds():
         assert config.get("max_train_seconds", "absent") is None, path
         limits = [h for h in config["train"]["handlers"] if h["_target_"].endswith("stopping.WallClockLimit")]
         assert [h["seconds"] for h in limits] == ["@max_train_seconds"], path
+
+
+def test_a_non_finite_loss_stops_at_once_naming_epoch_iteration_and_items():
+    from tools.common.stopping import StopOnNonFiniteLoss
+
+    losses = iter([0.5, 0.4, float("nan"), 0.3])
+    engine = Engine(lambda engine, batch: {"loss": torch.tensor(next(losses)), "pred": torch.zeros(4)})
+    StopOnNonFiniteLoss().attach(engine)
+    completed = []
+    engine.add_event_handler(Events.COMPLETED, lambda engine: completed.append(True))
+    batches = [{"image_path": ["a.nii.gz", "b.nii.gz"]}, {"image_path": ["c.nii.gz", "d.nii.gz"]}]
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss \{'loss': nan\} at epoch 2, iteration 3; batch items: \['a.nii.gz', 'b.nii.gz'\]",
+    ):
+        engine.run(batches, max_epochs=3)
+    assert completed == []  # COMPLETED (the export) never fires
+
+
+def test_non_finite_scalars_are_found_in_every_trainer_output():
+    from tools.common.stopping import non_finite_losses
+
+    gan = {
+        "critic_loss": torch.tensor(1.0),
+        "generator_loss": torch.tensor(float("inf")),
+        "pred": torch.full((2, 2), float("nan")),
+    }
+    assert non_finite_losses(gan) == {"generator_loss": float("inf")}
+    decollated = [{"loss": float("nan"), "pred": torch.zeros(3)}, {"loss": float("nan")}]
+    assert set(non_finite_losses(decollated)) == {"loss"}
+    assert non_finite_losses({"loss": torch.tensor(0.2)}) == {}
+
+
+def test_wall_clock_stop_is_marked_as_on_purpose():
+    engine, _ = _counting_engine()
+    WallClockLimit(seconds=1e-9).attach(engine)
+    engine.run(range(10), max_epochs=5)
+    assert engine.state.stopped_by_wall_clock

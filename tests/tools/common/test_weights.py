@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Engine
 
 from tools.common.weights import (
+    StateDictExporter,
     cpu_state_dict,
     file_sha256,
     latest_checkpoint,
@@ -58,3 +60,57 @@ def test_weights_trained_on_a_gpu_are_saved_with_cpu_tensors(tmp_path):
     state = torch.load(path, weights_only=True)  # no map_location: a CPU-only user's plain load
     assert {tensor.device.type for tensor in state.values()} == {"cpu"}
     assert all(value.device.type == "cpu" for value in cpu_state_dict(network).values())
+
+
+def test_weights_holding_nan_are_refused_with_the_file_named(tmp_path: Path) -> None:
+    state = torch.nn.Linear(2, 2).state_dict()
+    state["bias"][1] = float("inf")
+    torch.save(state, tmp_path / "inf.pt")
+    with pytest.raises(ValueError, match=r"load_x: weights file .*inf\.pt holds non-finite values .* in 'bias'"):
+        load_state_dict(torch.nn.Linear(2, 2), tmp_path / "inf.pt", "load_x")
+
+
+def _finished_engine(max_epochs: int, epochs_run: int) -> Engine:
+    engine = Engine(lambda engine, batch: None)
+    engine.state.max_epochs, engine.state.epoch = max_epochs, epochs_run
+    return engine
+
+
+def test_export_replaces_weights_only_after_a_finished_finite_run(tmp_path: Path) -> None:
+    shipped = tmp_path / "model.pt"
+    shipped.write_bytes(b"shipped weights")
+    network = torch.nn.Linear(2, 2)
+    exporter = StateDictExporter(network, shipped)
+    with pytest.raises(RuntimeError, match=r"stopped at epoch 2 of 5 without finishing: .*model\.pt is left as it was"):
+        exporter(_finished_engine(5, 2))
+    stopped = _finished_engine(5, 2)
+    stopped.state.stopped_by_wall_clock = True  # max_train_seconds: a stop on purpose
+    with torch.no_grad():
+        network.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"trained weights for .*model\.pt \(left as it was\) holds non-finite"):
+        exporter(stopped)
+    assert shipped.read_bytes() == b"shipped weights"
+    with torch.no_grad():
+        network.weight[0, 0] = 0.0
+    exporter(stopped)
+    torch.testing.assert_close(torch.load(shipped, weights_only=True)["weight"], network.weight)
+
+
+def test_best_weights_reach_the_release_path_only_when_the_run_finishes(tmp_path: Path) -> None:
+    from tools.common.weights import PromoteBestWeights
+
+    best, release = tmp_path / "run" / "best.pt", tmp_path / "models" / "segmenter.pt"
+    release.parent.mkdir()
+    release.write_bytes(b"shipped weights")
+    promote = PromoteBestWeights(best, release)
+    best.parent.mkdir()
+    torch.save({"old": torch.zeros(1)}, best)
+    promote.forget_earlier_run(_finished_engine(5, 0))
+    assert not best.exists()  # an earlier run's best is never promoted
+    network = torch.nn.Linear(2, 2)
+    save_state_dict(network, best)
+    with pytest.raises(RuntimeError, match="stopped at epoch 3 of 5 without finishing"):
+        promote(_finished_engine(5, 3))
+    assert release.read_bytes() == b"shipped weights"
+    promote(_finished_engine(5, 5))
+    torch.testing.assert_close(torch.load(release, weights_only=True)["weight"], network.weight)
