@@ -27,12 +27,14 @@ def test_drift_is_detected_and_repaired(tmp_path: Path):
     (bundle / "scripts" / "exporting.py").write_text("from scripts.common.export import export_torchscript\n")
     shutil.copytree(COMMON_SOURCE, bundle / "scripts" / "common")
     # every shared module but the ones the toy reaches is reported as unused
-    unused = {p for p in drift(bundle) if "not used by the bundle" in p}
-    assert len(unused) == len(list(COMMON_SOURCE.glob("*.py"))) - 3
+    reached = {p.name for p in required_files(bundle)}
+    unused = {Path(p.split(":")[0]).name for p in drift(bundle) if "not used by the bundle" in p}
+    assert unused == {p.name for p in COMMON_SOURCE.glob("*.py")} - reached and unused
     sync(tmp_path)
     assert drift(bundle) == []
-    # export.py imports weights.py, so the copy holds both, plus the package's __init__
-    assert {p.name for p in (bundle / "scripts" / "common").glob("*.py")} == {"__init__.py", "export.py", "weights.py"}
+    # export.py imports weights.py, which imports atomic_io.py: the copy holds them, plus the package's __init__
+    assert {"__init__.py", "export.py", "weights.py", "atomic_io.py"} <= reached
+    assert {p.name for p in (bundle / "scripts" / "common").glob("*.py")} == reached
     module = bundle / "scripts" / "common" / "weights.py"
     module.write_text(module.read_text() + "\n# local edit\n")
     (bundle / "scripts" / "common" / "stray.py").write_text("")
