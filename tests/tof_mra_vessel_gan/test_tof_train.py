@@ -162,3 +162,14 @@ def test_bad_training_settings_are_named_and_write_nothing(tof_datalist, tmp_pat
     result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
     assert result.returncode != 0 and message in result.stderr
     assert not workspace.exists()
+
+
+def test_unknown_variant_is_refused_before_any_data_is_read(tmp_path):
+    """The dataset folder does not exist: the variant error must come first, so no work was started."""
+    workspace = tmp_path / "workspace"
+    overrides = {"dataset_dir": str(tmp_path / "no_data"), **workspace_overrides(workspace), "variant": "wgan"}
+    result = run_bundle(BUNDLE, ["train.json", TINY], overrides, check=False)
+    assert result.returncode != 0
+    assert "variant='wgan' is not one of ['dcgan', 'wgan_gp', 'wgan_gp_sn']" in result.stderr
+    assert "no_data" not in result.stderr
+    assert not workspace.exists()

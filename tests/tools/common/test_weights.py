@@ -31,6 +31,23 @@ def test_read_errors_name_the_input(tmp_path: Path) -> None:
         read_state_dict(not_a_dict, "load_x")
 
 
+class PickledObject:
+    """A non-tensor object: torch's weights-only loader refuses it."""
+
+
+def test_a_file_with_code_objects_is_refused_without_advice_to_disable_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save({"weight": torch.zeros(2), "extra": PickledObject()}, path)
+    with pytest.raises(ValueError) as refused:
+        read_state_dict(path, "load_x")
+    message = str(refused.value)
+    assert message.startswith(f"load_x: weights file {path} holds more than tensors")
+    assert "PickledObject" in message
+    assert "weights_only" not in message and "add_safe_globals" not in message
+    # torch's own error, which carries that advice, is not chained into what the user sees
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
 def test_save_unwraps_and_load_reports_mismatch(tmp_path: Path) -> None:
     network = torch.nn.Linear(4, 2)
     path = save_state_dict(torch.nn.DataParallel(network), tmp_path / "out" / "net.pt")
