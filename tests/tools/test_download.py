@@ -18,6 +18,8 @@ from tools import REPO_ROOT
 from tools.download import DownloadError, download_bundle, extract_archive, same_bundle
 from tools.packaging import INDEX_NAME, package
 
+pytestmark = pytest.mark.usefixtures("offline_schema")  # tools package runs verify
+
 
 @pytest.fixture
 def site(tmp_path, serve_directory):
