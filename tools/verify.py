@@ -183,18 +183,18 @@ def inside_bundle(bundle_dir: Path) -> Iterator[None]:
         importlib.invalidate_caches()
 
 
-def _walk(node: Any, at: str = "") -> Iterator[tuple[str, Any, Any]]:
+def walk_config(node: Any, at: str = "") -> Iterator[tuple[str, Any, Any]]:
     """Yield (config id, key, value) for every dict entry and list item in a config."""
     if isinstance(node, dict):
         for key, value in node.items():
             child = f"{at}#{key}" if at else str(key)
             yield child, key, value
-            yield from _walk(value, child)
+            yield from walk_config(value, child)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             child = f"{at}#{index}" if at else str(index)
             yield child, index, value
-            yield from _walk(value, child)
+            yield from walk_config(value, child)
 
 
 def _locate_target(target: str, locator: Any) -> tuple[Any, str]:
@@ -264,7 +264,7 @@ def check_configs(bundle_dir: Path) -> list[str]:
             except Exception as error:  # any parse failure is reported with the file named
                 problems.append(_problem(bundle_dir, file, f"does not parse: {_first_line(error)}"))
                 continue
-            for config_id, key, value in _walk(content):
+            for config_id, key, value in walk_config(content):
                 if key == "_target_" and isinstance(value, str) and not value.startswith(("$", "@", "%")):
                     problems += _check_target(
                         bundle_dir, file, config_id.rpartition("#")[0] or "(top level)", value, locator
