@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tools.common.weights import (
+    ResumeFromLatestCheckpoint,
     cpu_state_dict,
     file_sha256,
     latest_checkpoint,
@@ -46,6 +47,18 @@ def test_a_file_with_code_objects_is_refused_without_advice_to_disable_weights_o
     assert "weights_only" not in message and "add_safe_globals" not in message
     # torch's own error, which carries that advice, is not chained into what the user sees
     assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def test_a_checkpoint_with_code_objects_is_refused_naming_it_without_that_advice(tmp_path: Path) -> None:
+    from ignite.engine import Engine
+
+    network = torch.nn.Linear(2, 2)
+    checkpoint = tmp_path / "checkpoint_epoch=1.pt"
+    torch.save({"network": network.state_dict(), "extra": PickledObject()}, checkpoint)
+    with pytest.raises(ValueError) as refused:
+        ResumeFromLatestCheckpoint(tmp_path, {"network": network})(Engine(lambda engine, batch: None))
+    assert str(refused.value).startswith(f"checkpoint {checkpoint} holds more than tensors")
+    assert "weights_only" not in str(refused.value) and refused.value.__suppress_context__
 
 
 def test_save_unwraps_and_load_reports_mismatch(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -159,7 +160,10 @@ class ResumeFromLatestCheckpoint(CheckpointLoader):
             self.logger.info(f"no checkpoint in {self.ckpt_dir}: training starts fresh")
             return
         self.load_path = str(found)
-        super().__call__(engine)
+        try:
+            super().__call__(engine)
+        except pickle.UnpicklingError as error:  # torch's text advises weights_only=False: name the file instead
+            raise ValueError(f"checkpoint {found} {load_failure(error)}") from None
         self.logger.info(f"resumed at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
 
 
