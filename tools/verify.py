@@ -350,12 +350,12 @@ def check_large_files(bundle_dir: Path) -> list[str]:
     try:
         lists = large_files_lists(bundle_dir)
     except LargeFilesError as error:
-        return [_problem(bundle_dir, *str(error).split(": ", 1))]
+        return [f"{bundle_dir.name}: {error}"]  # the error names the file
     for file_name, content in lists:
         try:
             entries = entries_of(content, file_name)
         except LargeFilesError as error:
-            problems.append(_problem(bundle_dir, *str(error).split(": ", 1)))
+            problems.append(f"{bundle_dir.name}: {error}")
             continue
         for index, entry in enumerate(entries):
             problems += [_problem(bundle_dir, file_name, p) for p in entry_problems(entry, index)]

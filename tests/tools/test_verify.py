@@ -165,6 +165,10 @@ BROKEN = {
         "tiny_bundle: large_files.yml: models/model.pt: hash_val is not a 64-hex sha256",
     ),
     "large file without url": (_large_file_without_url, "tiny_bundle: large_files.yml: models/model.pt: has no url"),
+    "large files without a list": (
+        lambda bundle: (bundle / "large_files.yml").write_text("files: []\n"),
+        "tiny_bundle: large_files.yml: needs a 'large_files:' list",
+    ),
     "large file with sha1": (
         functools.partial(_large_file_entry, hash_type="sha1", hash_val="a" * 40),
         "large_files.yml: models/model.pt: hash_type is 'sha1', not one of ['md5', 'sha256']",
