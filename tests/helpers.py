@@ -25,20 +25,28 @@ def _cli_value(value: object) -> str:
 
 
 def bundle_command(
-    bundle_dir: Path, config: str | list[str], overrides: dict | None = None, runner: list[str] | None = None
+    bundle_dir: Path,
+    config: str | list[str],
+    overrides: dict | None = None,
+    runner: list[str] | None = None,
+    elsewhere: bool = False,
 ) -> list[str]:
-    """The ``python -m monai.bundle run`` command line for ``config`` (one file or a merged list) and overrides."""
+    """The ``python -m monai.bundle run`` command line for ``config`` (one file or a merged list) and overrides.
+
+    Config paths are relative to the bundle folder, or absolute with ``elsewhere`` (a run from another folder).
+    """
     configs = [config] if isinstance(config, str) else list(config)
-    config_arg = [f"configs/{c}" for c in configs]
+    config_dir = Path(bundle_dir) / "configs" if elsewhere else Path("configs")
+    config_arg = [str(config_dir / c) for c in configs]
     command = (runner or [sys.executable, "-m"]) + [
         "monai.bundle",
         "run",
         "--config_file",
         config_arg[0] if len(config_arg) == 1 else json.dumps(config_arg),
         "--meta_file",
-        "configs/metadata.json",
+        str(config_dir / "metadata.json"),
         "--logging_file",
-        "configs/logging.conf",
+        str(config_dir / "logging.conf"),
         "--bundle_root",
         str(bundle_dir),
     ]
@@ -47,9 +55,13 @@ def bundle_command(
     return command
 
 
-def bundle_env() -> dict[str, str]:
-    """The environment of a bundle subprocess: fixed hash seed, few threads."""
-    return dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+def bundle_env(elsewhere_bundle: Path | None = None) -> dict[str, str]:
+    """The environment of a bundle subprocess: fixed hash seed, few threads; the bundle on PYTHONPATH for a run
+    from another folder, as the bundles' READMEs document (MONAI adds the bundle to sys.path only after initialize)."""
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    if elsewhere_bundle is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(elsewhere_bundle), os.environ.get("PYTHONPATH")]))
+    return env
 
 
 def run_bundle(
@@ -59,21 +71,25 @@ def run_bundle(
     runner: list[str] | None = None,
     check: bool = True,
     timeout: float = 900,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle run`` in ``bundle_dir`` with ``--key value`` overrides.
 
     ``config`` is one config file name under ``configs/`` or a list merged in order, like a user's
     ``--config_file "['configs/train.json','configs/multi_gpu_train.json']"``. ``runner`` replaces
-    ``python -m`` (e.g. with torchrun). The process runs in the bundle folder so ``scripts`` imports.
+    ``python -m`` (e.g. with torchrun). The process runs in the bundle folder so ``scripts`` imports; with
+    ``cwd`` it runs there instead, as the bundles' READMEs document for another folder: config paths inside the
+    bundle, ``--bundle_root`` and the bundle on ``PYTHONPATH``.
     """
-    command = bundle_command(bundle_dir, config, overrides, runner)
-    env = bundle_env()
-    result = subprocess.run(command, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
+    command = bundle_command(bundle_dir, config, overrides, runner, elsewhere=cwd is not None)
+    env = bundle_env(bundle_dir if cwd is not None else None)
+    cwd = bundle_dir if cwd is None else cwd
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if runner and result.returncode != 0 and GLOO_TEARDOWN_ABORT in result.stdout + result.stderr:
         # A rare torch/gloo teardown race on CPU (seen about once in ten 2-process runs despite the barrier in
         # the overlays' finalize): retry once; any other failure, or a second abort, still fails the test.
         print(f"retrying after a gloo teardown abort: {' '.join(command)}", file=sys.stderr)
-        result = subprocess.run(command, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"bundle run failed ({result.returncode}): {' '.join(command)}\n"

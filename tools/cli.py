@@ -1,4 +1,4 @@
-"""``python -m tools``: verify, package, download bundles and write the offline demo data."""
+"""``python -m tools``: verify, package, download bundles and their large files, and write the offline demo data."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def sync_common(check: bool = False) -> None:
 
 
 def _commands() -> dict:
-    from tools import demo_data, download, packaging, verify
+    from tools import demo_data, download, inspect_bundle, large_files, packaging, verify
 
     return {
         "verify": verify.verify_cli,
         "package": packaging.package_cli,
         "download": download.download_cli,
+        "download-weights": large_files.download_weights_cli,
+        "inspect": inspect_bundle.inspect_cli,
         "demo-data": demo_data.demo_data_cli,
         "sync-common": sync_common,
     }

@@ -28,6 +28,8 @@ from typing import IO
 from tools.packaging import is_excluded
 
 _URL_SCHEMES = ("http", "https", "file")
+#: Default ceiling on what one archive may expand to: well above any bundle with weights under 25 MiB per file.
+MAX_EXTRACTED_BYTES = 2 * 1024**3
 _ABSOLUTE = re.compile(r"^([A-Za-z]:|[\\/])")
 
 
@@ -132,8 +134,20 @@ def _member_kind(info: zipfile.ZipInfo) -> str:
     return "file"
 
 
-def check_archive(archive: zipfile.ZipFile, name: str, label: str) -> None:
-    """Refuse entries outside ``<name>/``: absolute paths, ``..`` parts, escaping symlinks, special files."""
+def check_expanded_size(archive: zipfile.ZipFile, label: str, max_bytes: int) -> None:
+    """Refuse an archive whose entries declare more than ``max_bytes`` in all, before anything is decompressed."""
+    declared = sum(info.file_size for info in archive.infolist())
+    if declared > max_bytes:
+        raise DownloadError(
+            f"{label} refused: it expands to {declared} bytes, over the limit of {max_bytes} "
+            "(raise --max_extracted_bytes if this bundle is really that large)"
+        )
+
+
+def check_archive(archive: zipfile.ZipFile, name: str, label: str, max_bytes: int = MAX_EXTRACTED_BYTES) -> None:
+    """Refuse entries outside ``<name>/``: absolute paths, ``..`` parts, escaping symlinks, special files, and an
+    expanded size over ``max_bytes`` (checked from the headers, before the CRC pass decompresses anything)."""
+    check_expanded_size(archive, label, max_bytes)
     bad = archive.testzip()
     if bad is not None:
         raise DownloadError(f"{label} is corrupt: entry {bad!r} fails its CRC check")
@@ -158,8 +172,23 @@ def check_archive(archive: zipfile.ZipFile, name: str, label: str) -> None:
         raise DownloadError(f"{label} is not a bundle: it has no {name}/configs/metadata.json")
 
 
-def extract_archive(archive: zipfile.ZipFile, root: Path, name: str) -> None:
-    """Extract a checked archive under ``root``; symlinks come last so no write can pass through one."""
+def _copy_bounded(reader: IO[bytes], writer: IO[bytes], budget: int, member: str, limit: int) -> int:
+    """Copy until ``reader`` ends; refuse once more than ``budget`` bytes came out (headers can understate)."""
+    written = 0
+    for block in iter(lambda: reader.read(1 << 20), b""):
+        written += len(block)
+        if written > budget:
+            raise DownloadError(f"archive refused: entry {member!r} expands past the limit of {limit} bytes in all")
+        writer.write(block)
+    return written
+
+
+def extract_archive(archive: zipfile.ZipFile, root: Path, name: str, max_bytes: int = MAX_EXTRACTED_BYTES) -> None:
+    """Extract a checked archive under ``root``; symlinks come last so no write can pass through one.
+
+    At most ``max_bytes`` are written in all, counted as they are decompressed.
+    """
+    budget = max_bytes
     links = []
     for info in archive.infolist():
         parts = [p for p in info.filename.split("/") if p not in ("", ".")]
@@ -172,7 +201,7 @@ def extract_archive(archive: zipfile.ZipFile, root: Path, name: str) -> None:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(info) as reader, open(target, "wb") as writer:
-                shutil.copyfileobj(reader, writer, 1 << 20)
+                budget -= _copy_bounded(reader, writer, budget, info.filename, max_bytes)
             if (info.external_attr >> 16) & 0o111:
                 target.chmod(0o755)
     real_bundle = (root / name).resolve()
@@ -220,6 +249,7 @@ def download_bundle(
     version: str | None = None,
     overwrite: bool = False,
     timeout: float = 60.0,
+    max_extracted_bytes: int = MAX_EXTRACTED_BYTES,
 ) -> Path:
     """Download, check and extract ``name`` into ``bundle_dir/name``; returns that folder.
 
@@ -230,6 +260,7 @@ def download_bundle(
         version: version to fetch; default the highest in the index.
         overwrite: replace an existing, different ``bundle_dir/name``.
         timeout: seconds to wait on the network per request.
+        max_extracted_bytes: refuse an archive that would expand to more bytes than this.
     """
     name = str(name)
     index = str(index)
@@ -251,8 +282,8 @@ def download_bundle(
         label = f"archive {location}"
         try:
             with zipfile.ZipFile(zip_path) as archive:
-                check_archive(archive, name, label)
-                extract_archive(archive, staging / "extracted", name)
+                check_archive(archive, name, label, max_extracted_bytes)
+                extract_archive(archive, staging / "extracted", name, max_extracted_bytes)
         except (zipfile.BadZipFile, EOFError, zlib.error) as error:
             raise DownloadError(f"{label} is a corrupt zip: {error}") from error
         extracted = staging / "extracted" / name
@@ -290,6 +321,7 @@ def download_cli(
     bundle_dir: str | None = None,
     overwrite: bool = False,
     timeout: float = 60.0,
+    max_extracted_bytes: int = MAX_EXTRACTED_BYTES,
 ) -> None:
     """Download bundle NAME from the index into BUNDLE_DIR/NAME, with its sha256 enforced.
 
@@ -301,11 +333,13 @@ def download_cli(
         bundle_dir: folder that receives NAME/ (``--bundle-dir`` or ``--bundle_dir``).
         overwrite: replace an existing, different NAME/ folder.
         timeout: network timeout in seconds.
+        max_extracted_bytes: refuse archives that expand to more bytes than this (default 2 GiB).
     """
     if index is None or bundle_dir is None:
         raise SystemExit("download: both --index and --bundle_dir are required")
     try:
-        path = download_bundle(name, index, bundle_dir, None if version is None else str(version), overwrite, timeout)
+        chosen = None if version is None else str(version)
+        path = download_bundle(name, index, bundle_dir, chosen, overwrite, timeout, int(max_extracted_bytes))
     except DownloadError as error:
         print(f"download failed: {error}", file=sys.stderr)
         raise SystemExit(1) from error

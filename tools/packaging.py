@@ -213,27 +213,55 @@ def update_index(out_dir: Path, entries: dict[str, dict[str, str]]) -> Path:
     return index_path
 
 
-def package(bundles: Iterable[str | Path], out: str | Path, base_url: str | None = None) -> dict[str, dict[str, str]]:
-    """Package every bundle, then update the index once, so a failure leaves the index untouched."""
+def check_verified(bundle: str | Path, schema: str | Path | None = None, networks: bool = True) -> None:
+    """Refuse a bundle that fails ``tools verify``: a published zip must meet the rules it is checked against."""
+    from tools.verify import verify_bundle  # verify imports this module
+
+    problems = verify_bundle(resolve_bundle(bundle), schema=schema, networks=networks)
+    if problems:
+        details = "\n  ".join(problems)
+        raise PackagingError(f"{bundle}: fails `python -m tools verify`, so it is not packaged:\n  {details}")
+
+
+def package(
+    bundles: Iterable[str | Path],
+    out: str | Path,
+    base_url: str | None = None,
+    schema: str | Path | None = None,
+    networks: bool = True,
+) -> dict[str, dict[str, str]]:
+    """Verify every bundle, then package each and update the index once, so a failure writes nothing."""
+    bundles = list(bundles)
+    for bundle in bundles:
+        check_verified(bundle, schema, networks)
     entries = dict(package_bundle(bundle, Path(out), base_url) for bundle in bundles)
     update_index(Path(out), entries)
     return entries
 
 
-def package_cli(*bundles: str, out: str | None = None, base_url: str | None = None) -> None:
-    """Write ``<name>_v<version>.zip`` per bundle into ``--out`` and merge them into ``model_info.json`` there.
+def package_cli(
+    *bundles: str,
+    out: str | None = None,
+    base_url: str | None = None,
+    schema: str | None = None,
+    networks: bool = True,
+) -> None:
+    """Verify each bundle, write ``<name>_v<version>.zip`` per bundle into ``--out`` and merge them into
+    ``model_info.json`` there; a bundle that fails verify stops the command before anything is written.
 
     Args:
         bundles: bundle folders or names under bundles/.
         out: output folder for the zips and the index.
         base_url: URL the zips will be served from (default: a file:// URL of ``out``).
+        schema: local metadata schema for the verify step (offline use; see docs/tools.md).
+        networks: set to False to skip building and running the networks during verify.
     """
     if out is None:
         raise SystemExit("package: --out DIR is required")
     if not bundles:
         raise SystemExit("package: name at least one bundle")
     try:
-        entries = package([str(b) for b in bundles], out, base_url)
+        entries = package([str(b) for b in bundles], out, base_url, schema, networks)
     except (BundleNotFoundError, PackagingError) as error:
         print(f"package failed: {error}", file=sys.stderr)
         raise SystemExit(1) from error

@@ -6,6 +6,7 @@ torch and MONAI are imported inside the checks that need them so that ``tools pa
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -18,9 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tools import BUNDLES_DIR
+from tools.large_files import LargeFilesError, entries_of, entry_problems, large_files_lists, weak_hash_warnings
 from tools.packaging import BundleNotFoundError, available_bundles, bundle_files, resolve_bundle, sha256_file
 
 MANDATORY_FILES = (
@@ -33,9 +33,7 @@ MANDATORY_FILES = (
 )
 MAX_FILE_BYTES = 25 * 1024 * 1024
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
-LARGE_FILES_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
 SCHEMA_DIR_ENV = "SYNTHBRAIN_SCHEMA_DIR"
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SCRIPTS_REFERENCE = re.compile(r"(?<![\w.])scripts((?:\.\w+)*)")
 _DIM_EXPRESSION = re.compile(r"^[\d\s*+\-/()n]+$")
 _DTYPE_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32"}
@@ -185,18 +183,18 @@ def inside_bundle(bundle_dir: Path) -> Iterator[None]:
         importlib.invalidate_caches()
 
 
-def _walk(node: Any, at: str = "") -> Iterator[tuple[str, Any, Any]]:
+def walk_config(node: Any, at: str = "") -> Iterator[tuple[str, Any, Any]]:
     """Yield (config id, key, value) for every dict entry and list item in a config."""
     if isinstance(node, dict):
         for key, value in node.items():
             child = f"{at}#{key}" if at else str(key)
             yield child, key, value
-            yield from _walk(value, child)
+            yield from walk_config(value, child)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             child = f"{at}#{index}" if at else str(index)
             yield child, index, value
-            yield from _walk(value, child)
+            yield from walk_config(value, child)
 
 
 def _locate_target(target: str, locator: Any) -> tuple[Any, str]:
@@ -266,7 +264,7 @@ def check_configs(bundle_dir: Path) -> list[str]:
             except Exception as error:  # any parse failure is reported with the file named
                 problems.append(_problem(bundle_dir, file, f"does not parse: {_first_line(error)}"))
                 continue
-            for config_id, key, value in _walk(content):
+            for config_id, key, value in walk_config(content):
                 if key == "_target_" and isinstance(value, str) and not value.startswith(("$", "@", "%")):
                     problems += _check_target(
                         bundle_dir, file, config_id.rpartition("#")[0] or "(top level)", value, locator
@@ -346,37 +344,21 @@ def check_shipped_weights(bundle_dir: Path) -> list[str]:
 
 
 def check_large_files(bundle_dir: Path) -> list[str]:
-    """Every large_files entry must say where to download the file and its sha256, so downloads are checked."""
+    """Every large_files entry must say where to download the file and give its md5 or sha256, so that
+    ``tools download-weights`` can enforce it (md5 entries also get a warning: see ``weak_hash_warnings``)."""
     problems = []
-    for file_name in LARGE_FILES_NAMES:
-        path = bundle_dir / file_name
-        if not path.is_file():
-            continue
+    try:
+        lists = large_files_lists(bundle_dir)
+    except LargeFilesError as error:
+        return [f"{bundle_dir.name}: {error}"]  # the error names the file
+    for file_name, content in lists:
         try:
-            content = yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
-        except (yaml.YAMLError, json.JSONDecodeError) as error:
-            problems.append(_problem(bundle_dir, file_name, f"does not parse: {_first_line(error)}"))
-            continue
-        entries = content.get("large_files") if isinstance(content, dict) else None
-        if not isinstance(entries, list):
-            problems.append(
-                _problem(bundle_dir, file_name, "needs a 'large_files:' list of {path, url, hash_val, hash_type}")
-            )
+            entries = entries_of(content, file_name)
+        except LargeFilesError as error:
+            problems.append(f"{bundle_dir.name}: {error}")
             continue
         for index, entry in enumerate(entries):
-            label = entry.get("path", f"entry {index}") if isinstance(entry, dict) else f"entry {index}"
-            if not isinstance(entry, dict):
-                problems.append(_problem(bundle_dir, file_name, f"{label}: is not a mapping"))
-                continue
-            if not entry.get("path"):
-                problems.append(_problem(bundle_dir, file_name, f"{label}: has no path"))
-            if not entry.get("url"):
-                problems.append(_problem(bundle_dir, file_name, f"{label}: has no url"))
-            hash_type = str(entry.get("hash_type", "")).lower()
-            if hash_type != "sha256":
-                problems.append(_problem(bundle_dir, file_name, f"{label}: hash_type is {hash_type!r}, not sha256"))
-            if not _SHA256.match(str(entry.get("hash_val") or "")):
-                problems.append(_problem(bundle_dir, file_name, f"{label}: hash_val is not a 64-hex sha256"))
+            problems += [_problem(bundle_dir, file_name, p) for p in entry_problems(entry, index)]
     return problems
 
 
@@ -619,6 +601,9 @@ def verify_cli(
         print(f"{'FAIL' if problems else 'PASS'}  {name}")
         for problem in problems:
             print(f"  - {problem}")
+        with contextlib.suppress(BundleNotFoundError):
+            for warning in weak_hash_warnings(resolve_bundle(name)):
+                print(f"  warning: {warning}")
         if problems:
             failed.append(name)
     if failed:

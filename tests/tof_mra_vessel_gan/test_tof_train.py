@@ -179,3 +179,14 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_shipped_generator(tof_da
     assert "non-finite loss" in log and "'critic_loss': nan" in log and "at epoch 1, iteration 1; batch items: [" in log
     assert shipped.read_bytes() == b"shipped generator"
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
+
+
+def test_unknown_variant_is_refused_before_any_data_is_read(tmp_path):
+    """The dataset folder does not exist: the variant error must come first, so no work was started."""
+    workspace = tmp_path / "workspace"
+    overrides = {"dataset_dir": str(tmp_path / "no_data"), **workspace_overrides(workspace), "variant": "wgan"}
+    result = run_bundle(BUNDLE, ["train.json", TINY], overrides, check=False)
+    assert result.returncode != 0
+    assert "variant='wgan' is not one of ['dcgan', 'wgan_gp', 'wgan_gp_sn']" in result.stderr
+    assert "no_data" not in result.stderr
+    assert not workspace.exists()

@@ -204,6 +204,13 @@ def serve_directory() -> Iterator[Callable[[Path], str]]:
 
 
 @pytest.fixture
+def offline_schema(schema_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point verify (run by ``tools package``) at the stored metadata schema, so nothing is downloaded."""
+    monkeypatch.setenv("SYNTHBRAIN_SCHEMA_DIR", str(schema_path.parent))
+    return schema_path
+
+
+@pytest.fixture
 def closed_port() -> int:
     """A loopback port with nothing listening, for 'unreachable URL' errors."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -15,8 +15,10 @@ import pytest
 
 from tests.helpers import run_bundle
 from tools import REPO_ROOT
-from tools.download import DownloadError, download_bundle, same_bundle
+from tools.download import DownloadError, download_bundle, extract_archive, same_bundle
 from tools.packaging import INDEX_NAME, package
+
+pytestmark = pytest.mark.usefixtures("offline_schema")  # tools package runs verify
 
 
 @pytest.fixture
@@ -251,3 +253,32 @@ def test_plain_monai_bundle_download(site, published, tiny_bundle, tmp_path):
     result = monai_download(f"{url}/does_not_exist.zip")
     assert result.returncode == 0, result.stderr
     assert same_bundle(bundle_dir / "tiny_bundle", tiny_bundle)
+
+
+def test_archive_expanding_past_the_limit_is_refused_before_extraction(site, tmp_path):
+    """A zip of about 200 KB that expands to 200 MB (zeros compress about 1000:1)."""
+    folder, _ = site
+    zip_path = folder / "bomb.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(*METADATA_ENTRY)
+        with archive.open("tiny_bundle/models/zeros.pt", "w") as writer:
+            block = bytes(1 << 20)
+            for _ in range(200):
+                writer.write(block)
+    assert zip_path.stat().st_size < 300_000
+    index = _publish_file(site, "bomb.zip", "tiny_bundle_v0.1.0")
+    bundle_dir = tmp_path / "out"
+    with pytest.raises(DownloadError, match=r"expands to 209715\d\d\d bytes, over the limit of 10000000"):
+        download_bundle("tiny_bundle", index, bundle_dir, max_extracted_bytes=10_000_000)
+    assert _nothing_left(bundle_dir)
+
+
+def test_extraction_stops_at_the_limit_even_when_headers_understate(tmp_path):
+    """The header check is bypassed here; the count kept while decompressing still stops the write."""
+    zip_path = tmp_path / "big.zip"
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(*METADATA_ENTRY)
+        archive.writestr("tiny_bundle/models/zeros.pt", bytes(50_000))
+    with zipfile.ZipFile(zip_path) as archive, pytest.raises(DownloadError, match="zeros.pt' expands past the limit"):
+        extract_archive(archive, tmp_path / "extracted", "tiny_bundle", max_bytes=20_000)
+    assert (tmp_path / "extracted" / "tiny_bundle" / "models" / "zeros.pt").stat().st_size <= 20_000

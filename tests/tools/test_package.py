@@ -16,6 +16,8 @@ from tools import REPO_ROOT
 from tools.packaging import INDEX_NAME, PackagingError, package, package_bundle
 from tools.sync_common import sync
 
+pytestmark = pytest.mark.usefixtures("offline_schema")  # tools package runs verify
+
 
 def _add_clutter(bundle: Path) -> None:
     """Run products and caches that must never reach the zip."""
@@ -112,7 +114,20 @@ def test_metadata_without_usable_version_is_refused(tiny_bundle, tmp_path):
     metadata = tiny_bundle / "configs" / "metadata.json"
     metadata.write_text(json.dumps({**json.loads(metadata.read_text()), "version": "../0.1"}))
     with pytest.raises(PackagingError, match="version '../0.1' is not a plain version string"):
-        package([tiny_bundle], tmp_path / "out")
+        package_bundle(tiny_bundle, tmp_path / "out")  # without the verify step, which refuses it as well
+
+
+def test_a_bundle_failing_verify_is_not_packaged(make_bundle, tmp_path):
+    good, bad = make_bundle("good_bundle"), make_bundle("bad_bundle")
+    inference = bad / "configs" / "inference.json"
+    config = json.loads(inference.read_text())
+    config["network_def"]["_target_"] = "scripts.writer.NoSuchNetwork"
+    inference.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    with pytest.raises(PackagingError, match="bad_bundle: fails `python -m tools verify`") as refused:
+        package([good, bad], out)
+    assert "NoSuchNetwork" in str(refused.value)
+    assert not out.exists()  # neither the good bundle's zip nor an index was written
 
 
 def test_cli(make_bundle, tmp_path):

@@ -33,14 +33,26 @@ __all__ = [
     "PairGanTrainer",
     "PairPrepareBatch",
     "PreviewSaver",
+    "VARIANTS",
+    "check_variant",
     "gradient_penalty",
     "loss_terms",
 ]
 
 ADVERSARIAL_LOSSES = ("wasserstein", "bce")
 GP_MODES = ("per_sample", "batch")
+#: The variants with an overlay in configs/; ``variant`` names the run folder and the exported weights.
+VARIANTS = ("dcgan", "wgan_gp", "wgan_gp_sn")
 #: Scalars of ``engine.state.output`` logged by the stats handlers.
 LOSS_TERMS = ("critic_loss", "generator_loss", "wasserstein_distance", "gradient_penalty", "critic_real", "critic_fake")
+
+
+def check_variant(variant: str) -> str:
+    """``variant`` when it has an overlay, else a ValueError: an unknown name would train the default settings
+    under that name, so weights and run folder would claim a variant that never trained."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is not one of {list(VARIANTS)} (each is set by configs/<variant>.json)")
+    return variant
 
 
 def loss_terms(output: Mapping[str, Any]) -> dict[str, float]:

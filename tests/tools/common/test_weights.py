@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine
 
 from tools.common.weights import (
+    ResumeFromLatestCheckpoint,
     StateDictExporter,
     cpu_state_dict,
     file_sha256,
@@ -31,6 +32,38 @@ def test_read_errors_name_the_input(tmp_path: Path) -> None:
     torch.save([1, 2], not_a_dict)
     with pytest.raises(ValueError, match="does not hold a state dict"):
         read_state_dict(not_a_dict, "load_x")
+
+
+class PickledObject:
+    """A non-tensor object: torch's weights-only loader refuses it."""
+
+
+def test_a_file_with_code_objects_is_refused_without_advice_to_disable_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "pickled.pt"
+    torch.save({"weight": torch.zeros(2), "extra": PickledObject()}, path)
+    with pytest.raises(ValueError) as refused:
+        read_state_dict(path, "load_x")
+    message = str(refused.value)
+    assert message.startswith(f"load_x: weights file {path} holds more than tensors")
+    assert "PickledObject" in message
+    assert "weights_only" not in message and "add_safe_globals" not in message
+    # torch's own error, which carries that advice, is not chained into what the user sees
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def test_a_checkpoint_with_code_objects_is_skipped_naming_it_without_that_advice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ignite.engine import Engine
+
+    network = torch.nn.Linear(2, 2)
+    checkpoint = tmp_path / "checkpoint_epoch=1.pt"
+    torch.save({"network": network.state_dict(), "extra": PickledObject()}, checkpoint)
+    with caplog.at_level("WARNING"):
+        assert ResumeFromLatestCheckpoint(tmp_path, {"network": network}).newest_loadable() is None
+    skipped = [r.getMessage() for r in caplog.records if str(checkpoint) in r.getMessage()]
+    assert skipped and "holds more than tensors" in skipped[0]
+    assert "weights_only" not in caplog.text
 
 
 def test_save_unwraps_and_load_reports_mismatch(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "first_non_finite",
     "StateDictExporter",
     "latest_checkpoint",
+    "load_failure",
     "load_state_dict",
     "read_state_dict",
     "run_finished",
@@ -85,6 +86,23 @@ def unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
 
 
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error: (.*?)(?:\. Please use|\n|$)")
+
+
+def load_failure(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, without torch's advice to retry with ``weights_only=False``.
+
+    That advice tells a user to run whatever code a file carries; a weights file needs nothing but tensors.
+    """
+    text = str(error)
+    match = _UNPICKLER_REASON.search(text)
+    if match or "weights_only" in text:
+        reason = match.group(1).strip() if match else "objects other than tensors"
+        return f"holds more than tensors ({reason}); refused, since loading it could run code it carries"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"is truncated or not a PyTorch checkpoint ({first_line})"
+
+
 def read_state_dict(path: str | os.PathLike, name: str = "weights", map_location: Any = "cpu") -> dict:
     """A state dict read from ``path``; ``name`` is the config id reported when the file is unusable.
 
@@ -97,7 +115,7 @@ def read_state_dict(path: str | os.PathLike, name: str = "weights", map_location
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
-        raise ValueError(f"{name}: weights file {path} is truncated or not a PyTorch checkpoint ({error})") from error
+        raise ValueError(f"{name}: weights file {path} {load_failure(error)}") from None
     if not isinstance(state, Mapping) or not state:
         raise ValueError(f"{name}: weights file {path} does not hold a state dict")
     check_finite(state, f"{name}: weights file {path}")
@@ -203,7 +221,7 @@ class ResumeFromLatestCheckpoint(CheckpointLoader):
             try:
                 checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
             except Exception as error:  # a file cut by a kill raises EOFError, RuntimeError, UnpicklingError...
-                problem = f"it does not load ({type(error).__name__}: {error})"
+                problem = f"it {load_failure(error)}"
             else:
                 problem = self._problem(checkpoint)
             if problem is None:
