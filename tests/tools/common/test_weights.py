@@ -54,7 +54,6 @@ def test_a_file_with_code_objects_is_refused_without_advice_to_disable_weights_o
 def test_a_checkpoint_with_code_objects_is_skipped_naming_it_without_that_advice(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from ignite.engine import Engine
 
     network = torch.nn.Linear(2, 2)
     checkpoint = tmp_path / "checkpoint_epoch=1.pt"
