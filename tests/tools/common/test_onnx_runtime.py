@@ -47,4 +47,3 @@ def test_inference_does_not_load_the_export_code() -> None:
     probe = "import sys, tools.common.onnx_runtime; print(sorted(m for m in sys.modules if m.startswith(('tools.common.', 'monai'))))"
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "['tools.common.onnx_runtime']"
-
