@@ -28,11 +28,17 @@ def test_drift_is_detected_and_repaired(tmp_path: Path):
     shutil.copytree(COMMON_SOURCE, bundle / "scripts" / "common")
     # every shared module but the ones the toy reaches is reported as unused
     unused = {p for p in drift(bundle) if "not used by the bundle" in p}
-    assert len(unused) == len(list(COMMON_SOURCE.glob("*.py"))) - 3
+    assert len(unused) == len(list(COMMON_SOURCE.glob("*.py"))) - 5
     sync(tmp_path)
     assert drift(bundle) == []
-    # export.py imports weights.py, so the copy holds both, plus the package's __init__
-    assert {p.name for p in (bundle / "scripts" / "common").glob("*.py")} == {"__init__.py", "export.py", "weights.py"}
+    # export.py imports atomic_io, onnx_runtime and weights, so the copy holds those four, plus the package's __init__
+    assert {p.name for p in (bundle / "scripts" / "common").glob("*.py")} == {
+        "__init__.py",
+        "atomic_io.py",
+        "export.py",
+        "onnx_runtime.py",
+        "weights.py",
+    }
     module = bundle / "scripts" / "common" / "weights.py"
     module.write_text(module.read_text() + "\n# local edit\n")
     (bundle / "scripts" / "common" / "stray.py").write_text("")
@@ -50,6 +56,7 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "checks.py",
         "engines.py",
         "export.py",
+        "onnx_runtime.py",
         "previews.py",
         "provenance.py",
         "stopping.py",
