@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from tests.brain_spade3d.spade3d_helpers import BUNDLE, bundle_module, run_bundle
-from tools.common.export import OnnxModule
+from tools.common.onnx_runtime import OnnxModule
 from tools.common.weights import file_sha256
 
 pytestmark = pytest.mark.slow

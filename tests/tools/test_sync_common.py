@@ -32,8 +32,8 @@ def test_drift_is_detected_and_repaired(tmp_path: Path):
     assert unused == {p.name for p in COMMON_SOURCE.glob("*.py")} - reached and unused
     sync(tmp_path)
     assert drift(bundle) == []
-    # export.py imports weights.py, which imports atomic_io.py: the copy holds them, plus the package's __init__
-    assert {"__init__.py", "export.py", "weights.py", "atomic_io.py"} <= reached
+    # export.py imports atomic_io, onnx_runtime and weights: the copy holds them, plus the package's __init__
+    assert {"__init__.py", "export.py", "weights.py", "atomic_io.py", "onnx_runtime.py"} <= reached
     assert {p.name for p in (bundle / "scripts" / "common").glob("*.py")} == reached
     module = bundle / "scripts" / "common" / "weights.py"
     module.write_text(module.read_text() + "\n# local edit\n")
@@ -53,6 +53,7 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "checks.py",
         "engines.py",
         "export.py",
+        "onnx_runtime.py",
         "previews.py",
         "provenance.py",
         "stopping.py",

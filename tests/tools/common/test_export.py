@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tools.common.export import MethodModule, OnnxModule, dynamic_axes_for, export_networks
+from tools.common.export import dynamic_axes_for, export_networks
+from tools.common.onnx_runtime import MethodModule, OnnxModule
 
 
 class TwoInputs(torch.nn.Module):

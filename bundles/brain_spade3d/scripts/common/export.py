@@ -1,20 +1,39 @@
 # Generated copy of tools/common/export.py: edit the source, then run `python -m tools sync-common`.
-"""Export networks to TorchScript and ONNX, check them against PyTorch, and run an ONNX file as a module.
+"""Export networks to TorchScript and ONNX with MONAI, check them against PyTorch and report.
 
-MONAI's ``ckpt_export``/``onnx_export`` feed a single input, but a conditioned diffusion UNet takes
-three (noisy latent, timesteps, context), and ``torch.jit.script`` fails on MONAI's generative
-networks. This module therefore traces (``torch.jit.trace``) and uses the legacy TorchScript-based
-ONNX exporter (``dynamo=False``, opset 17, no ``onnxscript`` needed) for any number of named inputs.
-The batch axis and every spatial axis get their own symbolic dimension, so one export serves any
-batch size and any spatial size the network accepts. A trace freezes Python control flow, so each
-export is checked against the PyTorch module, ideally also on inputs of another batch and spatial
-size than the ones it was traced with; files only appear in the export folder once every check passed.
+The conversions are MONAI's: ``monai.networks.utils.convert_to_torchscript`` (with ``use_trace=True``:
+``torch.jit.script`` fails on MONAI's generative networks) and ``convert_to_onnx`` (with its default
+``use_trace=True``, which hands ``dynamo=False`` to ``torch.onnx.export``: the legacy TorchScript-based
+exporter, opset 17, no ``onnxscript`` needed). Both take any number of inputs; ``convert_to_onnx``
+takes the input names and per-axis ``dynamic_axes`` as given.
+
+What this module adds, because MONAI lacks it:
+
+- **Symbolic axes** (:func:`dynamic_axes_for`): MONAI takes ``dynamic_axes`` but does not build them;
+  here the batch axis and every spatial axis of each input and output get their own name, so one
+  export serves any batch and spatial size the network accepts.
+- **The second-shape check and the tolerance rule.** A trace freezes Python control flow, so each
+  export is run against PyTorch on the example inputs and on inputs of another batch and spatial
+  size (``check_inputs``), with a tolerance scaled to the output's magnitude. MONAI's ``verify=True``
+  is not used: it checks the example inputs only, raises without the numbers a report needs, moves
+  the model to CUDA by default, re-seeds the global random generators (``set_determinism(None)``)
+  afterwards, and builds its onnxruntime session from the serialised model, which protobuf refuses
+  over 2 GB.
+- **One external-data file.** Over 2 GB the exporter spills one file per weight beside the model;
+  they are gathered into one ``<name>.onnx.data`` (:func:`_merge_external_data`).
+- **All-or-nothing writes of several networks** (:func:`export_networks`): every file is made in a
+  hidden scratch folder and moved into place only once every network passed every check.
+- **The parity report**: errors per input set, the symbolic shapes the graphs declare, and the
+  sha256 of every file written.
+
+With ``polygraphy`` installed, ``convert_to_onnx`` also folds constants with it before saving; the
+parity checks apply to that file all the same. Running an export (``OnnxModule``) and
+``MethodModule`` live in :mod:`onnx_runtime`, which inference needs without this module.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import tempfile
@@ -23,15 +42,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from monai.networks.utils import convert_to_onnx, convert_to_torchscript
 
+from .atomic_io import write_json
+from .onnx_runtime import MethodModule, OnnxModule
 from .weights import file_sha256
 
 __all__ = [
     "ONNX_OPSET",
-    "MethodModule",
-    "OnnxModule",
     "dynamic_axes_for",
     "export_networks",
     "export_onnx",
@@ -41,106 +60,6 @@ __all__ = [
 
 #: Opset of the legacy exporter measured to reproduce MONAI's UNet and decoder to ~1e-6.
 ONNX_OPSET = 17
-
-_ORT_TO_NUMPY = {
-    "tensor(float)": np.float32,
-    "tensor(double)": np.float64,
-    "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(bool)": np.bool_,
-}
-
-
-class MethodModule(torch.nn.Module):
-    """Expose one method of a network as ``forward`` so that it can be traced on its own.
-
-    Example: ``MethodModule(autoencoder, "decode_stage_2_outputs")`` is the decoder of an
-    ``AutoencoderKL`` as a stand-alone module taking a latent.
-    """
-
-    def __init__(self, network: torch.nn.Module, method: str) -> None:
-        super().__init__()
-        if not callable(getattr(network, method, None)):
-            raise ValueError(f"MethodModule: {type(network).__name__} has no method {method!r}")
-        self.network = network
-        self.method = method
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return getattr(self.network, self.method)(*inputs)
-
-
-def _import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise ImportError(
-            "onnxruntime is needed to run or check ONNX exports: pip install 'synthbrain-zoo[export]'"
-        ) from error
-    return onnxruntime
-
-
-def _session(path: Path, providers: Sequence[str] | None = None) -> Any:
-    ort = _import_onnxruntime()
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {path} not found: export it first (configs/export.json)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.log_severity_level = 3  # errors only: ORT otherwise warns about unused initialisers
-    if providers is None:
-        use_cuda = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-
-
-class OnnxModule(torch.nn.Module):
-    """Run an ``.onnx`` file with onnxruntime behind the ``torch.nn.Module`` call convention.
-
-    Inputs are matched to the ONNX inputs by position, then by keyword (the exported input names,
-    e.g. ``x``, ``timesteps``, ``context`` for a diffusion UNet), cast to the dtype the graph
-    expects (a sampler's float or int64 timesteps both work) and the outputs come back as tensors
-    on the device of the first input. It has no parameters, so a sampler can use it in place of the
-    PyTorch network without any other change.
-
-    Args:
-        path: the ``.onnx`` file (an external ``.onnx.data`` file, if any, must sit beside it).
-        providers: onnxruntime execution providers; default CUDA when torch sees a GPU, else CPU.
-    """
-
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.session = _session(self.path, providers)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.input_dtypes = {i.name: _ORT_TO_NUMPY.get(i.type) for i in self.session.get_inputs()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def forward(self, *args: torch.Tensor | None, **kwargs: torch.Tensor | None) -> torch.Tensor | tuple[torch.Tensor]:
-        if len(args) > len(self.input_names):
-            raise TypeError(
-                f"{self.path.name} takes {len(self.input_names)} inputs {self.input_names}, got {len(args)}"
-            )
-        named = dict(zip(self.input_names, args, strict=False))
-        for name, value in kwargs.items():
-            if name not in self.input_names:
-                raise TypeError(f"{self.path.name} has no input {name!r}; its inputs are {self.input_names}")
-            if name in named:
-                raise TypeError(f"{self.path.name}: input {name!r} given both by position and by keyword")
-            named[name] = value
-        missing = [name for name in self.input_names if named.get(name) is None]
-        if missing:
-            raise TypeError(f"{self.path.name} needs inputs {missing} (got None or nothing)")
-        device = next(iter(named.values())).device
-        feed = {}
-        for name in self.input_names:
-            array = named[name].detach().cpu().numpy()
-            dtype = self.input_dtypes[name]
-            feed[name] = array.astype(dtype, copy=False) if dtype is not None else array
-        outputs = [torch.from_numpy(o).to(device) for o in self.session.run(self.output_names, feed)]
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
-
-    def extra_repr(self) -> str:
-        return f"path={str(self.path)!r}, inputs={self.input_names}, outputs={self.output_names}"
 
 
 def _as_tuple(outputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -192,9 +111,10 @@ def _quiet_trace() -> Iterator[None]:
         yield
 
 
-def _replace_atomically(temporary: Path, path: Path) -> Path:
+def _move(source: Path, path: Path) -> Path:
+    """Move a finished file into place (``os.replace`` is atomic within one file system)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temporary, path)
+    os.replace(source, path)
     return path
 
 
@@ -203,18 +123,30 @@ def export_torchscript(
 ) -> Path:
     """Trace ``module`` on the named ``example_inputs`` (in forward order) and save it to ``path``."""
     path = Path(path)
-    module.eval()
-    args = tuple(example_inputs.values())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not atomic_io.atomic_path: the archive's top folder is named after the file, so its per-process
+    # temporary name would change the bytes (and the sha256 in the report) from run to run.
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with _quiet_trace(), torch.no_grad():
-            traced = torch.jit.trace(module, args, check_trace=False)
-        torch.jit.save(traced, str(temporary))
+        with _quiet_trace():
+            convert_to_torchscript(
+                module, str(temporary), inputs=tuple(example_inputs.values()), use_trace=True, check_trace=False
+            )
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    return _replace_atomically(temporary, path)
+    return _move(temporary, path)
+
+
+def _output_names(module: torch.nn.Module, args: tuple, output_names: Sequence[str] | None) -> dict[str, torch.Tensor]:
+    """The module's outputs on ``args`` by name: ``output``, or ``output0``... unless named."""
+    module.eval()
+    with torch.no_grad():
+        outputs = _as_tuple(module(*args))
+    if output_names is None:
+        output_names = ["output"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
+    if len(output_names) != len(outputs):
+        raise ValueError(f"output_names {list(output_names)} do not match the module's {len(outputs)} outputs")
+    return dict(zip(output_names, outputs, strict=True))
 
 
 def export_onnx(
@@ -231,39 +163,30 @@ def export_onnx(
     A model over the 2 GB protobuf limit keeps its weights in one ``<name>.onnx.data`` file beside it.
     """
     path = Path(path)
-    module.eval()
     args = tuple(example_inputs.values())
-    with torch.no_grad():
-        outputs = _as_tuple(module(*args))
-    if output_names is None:
-        output_names = ["output"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
-    if len(output_names) != len(outputs):
-        raise ValueError(f"output_names {list(output_names)} do not match the module's {len(outputs)} outputs")
-    axes = {
-        **dynamic_axes_for(example_inputs, spatial_names),
-        **dynamic_axes_for(dict(zip(output_names, outputs, strict=True))),
-    }
+    outputs = _output_names(module, args, output_names)
+    axes = {**dynamic_axes_for(example_inputs, spatial_names), **dynamic_axes_for(outputs)}
     path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter spills >2 GB weights into one file per tensor beside the model: work in a private folder.
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
         scratch_model = Path(scratch) / path.name
         with _quiet_trace():
-            torch.onnx.export(
+            convert_to_onnx(
                 module,
                 args,
-                str(scratch_model),
                 input_names=list(example_inputs),
-                output_names=list(output_names),
-                dynamic_axes=axes,
+                output_names=list(outputs),
                 opset_version=opset,
+                dynamic_axes=axes,
+                filename=str(scratch_model),
                 dynamo=False,
             )
         if len(list(Path(scratch).iterdir())) > 1:
             _merge_external_data(scratch_model)
         data_file = scratch_model.with_name(f"{path.name}.data")
         if data_file.exists():
-            _replace_atomically(data_file, path.with_name(data_file.name))
-        return _replace_atomically(scratch_model, path)
+            _move(data_file, path.with_name(data_file.name))
+        return _move(scratch_model, path)
 
 
 def _merge_external_data(model_path: Path) -> None:
@@ -336,6 +259,56 @@ def _describe(module: torch.nn.Module) -> str:
     return type(module).__name__
 
 
+def _check_specs(networks: Mapping[str, Mapping[str, Any]], tolerance: float) -> None:
+    """Name the bad network or key before anything is exported."""
+    if not networks:
+        raise ValueError("export_networks: no networks to export")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance={tolerance!r} must be positive")
+    for name, spec in networks.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ValueError(f"network name {name!r} must be a plain file stem (letters, digits, _ and -)")
+        unknown = set(spec) - {"module", "inputs", "check_inputs", "output_names", "spatial_names"}
+        if unknown or "module" not in spec or "inputs" not in spec:
+            raise ValueError(f"network {name!r}: needs 'module' and 'inputs'; unknown keys {sorted(unknown)}")
+
+
+def _within_tolerance(name: str, checks: Sequence[Mapping[str, Any]], tolerance: float, export_dir: Path) -> None:
+    """Refuse an export that differs from PyTorch on any input set (relative beyond outputs of magnitude 1)."""
+    for check in checks:
+        worst = max(check["torchscript_max_abs_error"], check["onnxruntime_max_abs_error"])
+        allowed = tolerance * max(1.0, check["output_max_abs"])
+        if not worst <= allowed:
+            raise RuntimeError(
+                f"export of {name!r} differs from PyTorch by {worst:.3g} (> {allowed:.3g}: tolerance "
+                f"{tolerance} x max(1, largest output {check['output_max_abs']:.3g})) on inputs "
+                f"{check['input_shapes']}; nothing was written to {export_dir}"
+            )
+
+
+def _export_and_check(name: str, spec: Mapping[str, Any], scratch_dir: Path, opset: int) -> dict[str, Any]:
+    """Export one network into ``scratch_dir`` and run both exports on every input set."""
+    module, inputs = spec["module"], dict(spec["inputs"])
+    device = _module_device(module)
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+    torchscript_path = export_torchscript(module, inputs, scratch_dir / f"{name}.ts")
+    onnx_path = export_onnx(
+        module, inputs, scratch_dir / f"{name}.onnx", spec.get("output_names"), spec.get("spatial_names"), opset
+    )
+    traced = torch.jit.load(str(torchscript_path), map_location=device)
+    onnx_module = OnnxModule(onnx_path)
+    checks = [
+        _check_exports(module, traced, onnx_module, check_inputs)
+        for check_inputs in [inputs, *spec.get("check_inputs", [])]
+    ]
+    return {
+        "module": _describe(module),
+        "onnx_inputs": _symbolic_shapes(onnx_path, "inputs"),
+        "onnx_outputs": _symbolic_shapes(onnx_path, "outputs"),
+        "checks": checks,
+    }
+
+
 def export_networks(
     networks: Mapping[str, Mapping[str, Any]],
     export_dir: str | os.PathLike,
@@ -361,16 +334,7 @@ def export_networks(
     Everything is written to a hidden scratch folder first; only when every network passed its
     checks are the files moved into ``export_dir``, so a failed export leaves nothing behind.
     """
-    if not networks:
-        raise ValueError("export_networks: no networks to export")
-    if not tolerance > 0:
-        raise ValueError(f"tolerance={tolerance!r} must be positive")
-    for name, spec in networks.items():
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise ValueError(f"network name {name!r} must be a plain file stem (letters, digits, _ and -)")
-        unknown = set(spec) - {"module", "inputs", "check_inputs", "output_names", "spatial_names"}
-        if unknown or "module" not in spec or "inputs" not in spec:
-            raise ValueError(f"network {name!r}: needs 'module' and 'inputs'; unknown keys {sorted(unknown)}")
+    _check_specs(networks, tolerance)
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -384,52 +348,23 @@ def export_networks(
         scratch_dir = Path(scratch)
         written: list[Path] = []
         for name, spec in networks.items():
-            module, inputs = spec["module"], dict(spec["inputs"])
-            device = _module_device(module)
-            inputs = {key: value.to(device) for key, value in inputs.items()}
-            torchscript_path = export_torchscript(module, inputs, scratch_dir / f"{name}.ts")
-            onnx_path = export_onnx(
-                module, inputs, scratch_dir / f"{name}.onnx", spec.get("output_names"), spec.get("spatial_names"), opset
-            )
-            traced = torch.jit.load(str(torchscript_path), map_location=device)
-            onnx_module = OnnxModule(onnx_path)
-            checks = [
-                _check_exports(module, traced, onnx_module, check_inputs)
-                for check_inputs in [inputs, *spec.get("check_inputs", [])]
-            ]
-            del traced, onnx_module
-            for check in checks:
-                worst = max(check["torchscript_max_abs_error"], check["onnxruntime_max_abs_error"])
-                allowed = tolerance * max(1.0, check["output_max_abs"])
-                if not worst <= allowed:
-                    raise RuntimeError(
-                        f"export of {name!r} differs from PyTorch by {worst:.3g} (> {allowed:.3g}: tolerance "
-                        f"{tolerance} x max(1, largest output {check['output_max_abs']:.3g})) on inputs "
-                        f"{check['input_shapes']}; nothing was written to {export_dir}"
-                    )
+            entry = _export_and_check(name, spec, scratch_dir, opset)
+            _within_tolerance(name, entry["checks"], tolerance, export_dir)
             files = sorted(p for p in scratch_dir.iterdir() if p.name.startswith(f"{name}."))
             written += files
-            report["networks"][name] = {
-                "module": _describe(module),
-                "files": {p.name: file_sha256(p) for p in files},
-                "onnx_inputs": _symbolic_shapes(onnx_path, "inputs"),
-                "onnx_outputs": _symbolic_shapes(onnx_path, "outputs"),
-                "checks": checks,
-            }
-            print(
-                f"exported {name}: "
-                + ", ".join(
-                    f"{c['input_shapes']} onnxruntime {c['onnxruntime_max_abs_error']:.2e} "
-                    f"torchscript {c['torchscript_max_abs_error']:.2e} (largest output {c['output_max_abs']:.3g})"
-                    for c in checks
-                )
-            )
+            report["networks"][name] = {"module": entry.pop("module"), "files": {p.name: file_sha256(p) for p in files}}
+            report["networks"][name].update(entry)
+            print(f"exported {name}: " + ", ".join(_summary(check) for check in entry["checks"]))
         for file in written:
-            _replace_atomically(file, export_dir / file.name)
+            _move(file, export_dir / file.name)
             print(f"wrote {export_dir / file.name}")
-    report_path = export_dir / report_name
-    temporary = report_path.with_name(f".{report_name}.tmp")
-    temporary.write_text(json.dumps(report, indent=2) + "\n")
-    _replace_atomically(temporary, report_path)
+    report_path = write_json(report, export_dir / report_name)
     print(f"wrote {report_path}")
     return report
+
+
+def _summary(check: Mapping[str, Any]) -> str:
+    return (
+        f"{check['input_shapes']} onnxruntime {check['onnxruntime_max_abs_error']:.2e} "
+        f"torchscript {check['torchscript_max_abs_error']:.2e} (largest output {check['output_max_abs']:.3g})"
+    )
