@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from scripts.common.checks import check_positive_int
+from scripts.common.checks import check_choice, check_positive_int
 from scripts.common.dataset import read_table_csv
 
 __all__ = [
@@ -26,13 +26,6 @@ __all__ = [
     "resolve_conditions",
     "sample_training_conditions",
 ]
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``, else an error naming the config id ``name``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
-    return value
 
 
 def _unit_value(source: str, value: Any) -> float:
