@@ -74,7 +74,7 @@ def _card_text(generation: Any, rows: Sequence[Mapping[str, str]]) -> str:
     lines = [
         f"# {generation.title}",
         "",
-        f"- samples: {len(rows)} (indices 0 to {len(rows) - 1}), seeds {plan.seed} to {plan.seed + len(rows) - 1}",
+        f"- samples: {len(rows)} (indices 0 to {len(rows) - 1}), base seed {plan.seed} (see `plan.csv`)",
         *(f"- {key}: {value}" for key, value in generation.provenance.items()),
         f"- files per sample: {', '.join(file_keys)}; every file's sha256 is in `manifest.csv`",
         "- `plan.csv` holds what was asked (index, seed, requested conditions); `manifest.csv` what was made.",

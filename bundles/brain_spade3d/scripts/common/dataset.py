@@ -100,10 +100,12 @@ class Plan:
     """The dataset before any work: per sample its index, seed and requested conditioning.
 
     Args:
-        seed: base seed; sample ``i`` uses ``seed + i`` (the bundles' convention).
+        seed: base seed; sample ``i`` uses ``seed + seed_stride * i``.
         n_samples: number of samples (> 0).
         condition_names: names of the requested conditions (may be empty, e.g. tof pairs).
         conditions: (n_samples, len(condition_names)) values, e.g. the validated condition matrix.
+        seed_stride: 1 where each sample has its own seed (the brain bundles), 0 where sample ``i`` is
+            draw ``i`` of one seeded stream (tof pairs).
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class Plan:
         n_samples: int,
         condition_names: Sequence[str] = (),
         conditions: Any = None,
+        seed_stride: int = 1,
     ) -> None:
         self.seed = check_non_negative_int("seed", seed)
+        self.seed_stride = check_non_negative_int("seed_stride", seed_stride)
         self.n_samples = check_positive_int("n_samples", n_samples)
         self.condition_names = [str(n) for n in condition_names]
         values = [] if conditions is None else [[float(v) for v in row] for row in _as_rows(conditions)]
@@ -130,7 +134,7 @@ class Plan:
     def row(self, index: int) -> dict[str, str]:
         """Plan row ``index`` as text, exactly as written to ``plan.csv``."""
         values = self.conditions[index] if self.condition_names else []
-        texts = [str(index), str(self.seed + index), *(_number_text(v) for v in values)]
+        texts = [str(index), str(self.seed + self.seed_stride * index), *(_number_text(v) for v in values)]
         return dict(zip(self.columns, texts))
 
     def to_csv(self) -> str:
