@@ -20,20 +20,10 @@ def _cli_value(value: object) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def run_bundle(
-    bundle_dir: Path,
-    config: str | list[str],
-    overrides: dict | None = None,
-    runner: list[str] | None = None,
-    check: bool = True,
-    timeout: float = 900,
-) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle run`` in ``bundle_dir`` with ``--key value`` overrides.
-
-    ``config`` is one config file name under ``configs/`` or a list merged in order, like a user's
-    ``--config_file "['configs/train.json','configs/multi_gpu_train.json']"``. ``runner`` replaces
-    ``python -m`` (e.g. with torchrun). The process runs in the bundle folder so ``scripts`` imports.
-    """
+def bundle_command(
+    bundle_dir: Path, config: str | list[str], overrides: dict | None = None, runner: list[str] | None = None
+) -> list[str]:
+    """The ``monai.bundle run`` command line for ``config`` (one name under ``configs/`` or a list merged in order)."""
     configs = [config] if isinstance(config, str) else list(config)
     config_arg = [f"configs/{c}" for c in configs]
     command = (runner or [sys.executable, "-m"]) + [
@@ -50,7 +40,30 @@ def run_bundle(
     ]
     for key, value in (overrides or {}).items():
         command += [f"--{key}", _cli_value(value)]
-    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    return command
+
+
+def bundle_env() -> dict[str, str]:
+    """The environment of bundle subprocesses: fixed hash seed, few threads."""
+    return dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def run_bundle(
+    bundle_dir: Path,
+    config: str | list[str],
+    overrides: dict | None = None,
+    runner: list[str] | None = None,
+    check: bool = True,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle run`` in ``bundle_dir`` with ``--key value`` overrides.
+
+    ``config`` is one config file name under ``configs/`` or a list merged in order, like a user's
+    ``--config_file "['configs/train.json','configs/multi_gpu_train.json']"``. ``runner`` replaces
+    ``python -m`` (e.g. with torchrun). The process runs in the bundle folder so ``scripts`` imports.
+    """
+    command = bundle_command(bundle_dir, config, overrides, runner)
+    env = bundle_env()
     result = subprocess.run(command, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
     if runner and result.returncode != 0 and GLOO_TEARDOWN_ABORT in result.stdout + result.stderr:
         # A rare torch/gloo teardown race on CPU (seen about once in ten 2-process runs despite the barrier in
