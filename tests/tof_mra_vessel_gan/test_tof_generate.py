@@ -27,7 +27,7 @@ def test_torchrun_shards_kill_and_resume_give_one_identical_dataset(tmp_path: Pa
 
 
 def test_a_different_plan_is_refused(tmp_path: Path) -> None:
-    check_plan_mismatch_is_refused(BUNDLE, QUICK, tmp_path, {"n_samples": 3}, "3 samples instead")
+    check_plan_mismatch_is_refused(BUNDLE, QUICK, tmp_path, {"n_samples": 3}, "2 samples there, n_samples=3 now")
 
 
 def test_a_shard_index_outside_the_shards_is_refused(tmp_path: Path) -> None:

@@ -149,9 +149,9 @@ class Plan:
         lines = existing.splitlines()
         header = lines[0].split(",") if lines else []
         if header != self.columns:
-            return f"columns {header} instead of {self.columns}"
+            return f"columns {header} there, {self.columns} now"
         if len(lines) - 1 != self.n_samples:
-            return f"{len(lines) - 1} samples instead of n_samples={self.n_samples}"
+            return f"{len(lines) - 1} samples there, n_samples={self.n_samples} now"
         for number, (old, new) in enumerate(zip(csv.reader(lines[1:]), (self.row(i) for i in range(self.n_samples)))):
             for column, old_value, new_value in zip(self.columns, old, new.values()):
                 if old_value != new_value:
