@@ -96,22 +96,22 @@ def test_a_sample_is_reproduced_by_its_seed_with_the_trt_overlay(
     overrides = {**sampling_overrides, "output_dir": str(out), "seed": 1, "pathologies": COMBINED}
     run_bundle(BUNDLE, ["inference.json", "inference_trt.json"], overrides)
     np.testing.assert_allclose(
-        _load(out / "sample_000_label_pv.nii.gz"), _load(combined_run / "sample_001_label_pv.nii.gz"), atol=1e-6
+        _load(out / "sample_000000_label_pv.nii.gz"), _load(combined_run / "sample_000001_label_pv.nii.gz"), atol=1e-6
     )
     for contrast in ("T1w", "FLAIR"):
         np.testing.assert_allclose(
-            _load(out / f"sample_000_{contrast}.nii.gz"),
-            _load(combined_run / f"sample_001_{contrast}.nii.gz"),
+            _load(out / f"sample_000000_{contrast}.nii.gz"),
+            _load(combined_run / f"sample_000001_{contrast}.nii.gz"),
             atol=1e-6,
         )
-    assert (out / "sample_000_T2w.nii.gz").exists()  # the default is every contrast
+    assert (out / "sample_000000_T2w.nii.gz").exists()  # the default is every contrast
 
 
 def test_sampled_pathologies_and_a_style_image(
     combined_run: Path, sampling_overrides: dict, spade_trained: dict, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    style = combined_run / "sample_000_T1w.nii.gz"  # any image on the bundle's grid
+    style = combined_run / "sample_000000_T1w.nii.gz"  # any image on the bundle's grid
     overrides = {
         **sampling_overrides,
         "output_dir": str(out),
