@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import bundle_command, bundle_env, run_bundle
+from tests.helpers import REPO_ROOT, bundle_command, bundle_env, run_bundle
 
 GENERATE = ["inference.json", "generate.json"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
@@ -103,3 +103,18 @@ def check_refused_before_any_sample(bundle: Path, overrides: dict, tmp_path: Pat
     assert result.returncode != 0
     assert named in result.stderr, result.stderr[-3000:]
     assert not output_dir.exists()
+
+
+def check_readme_python_example(bundle: Path, replacements: dict[str, str], checks: str) -> None:
+    """Run the README's in-memory Python example (with quicker settings) followed by ``checks``."""
+    readme = (bundle / "docs" / "README.md").read_text()
+    assert "<!-- python-example" in readme, f"{bundle.name} README has no Python example"
+    block = readme.split("<!-- python-example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    for old, new in replacements.items():
+        assert old in block, f"the README example no longer contains {old!r}"
+        block = block.replace(old, new)
+    script = block + "\n" + checks
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=bundle_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"README example failed:\n{script}\n{result.stderr[-4000:]}"

@@ -11,6 +11,7 @@ from tests.brain_ldm.ldm_helpers import BUNDLE
 from tests.dataset_cases import (
     GENERATE,
     check_plan_mismatch_is_refused,
+    check_readme_python_example,
     check_refused_before_any_sample,
     check_torchrun_shards_kill_and_resume,
     manifest_rows,
@@ -50,3 +51,14 @@ def test_the_condition_sampler_draws_training_conditions(brain_cohort: Path, tmp
         requested = [float(row[n]) for n in ("sex", "age", "ventricular_vol", "brain_vol")]
         nearest = min(training, key=lambda real: max(abs(a - b) for a, b in zip(real, requested)))
         assert requested[0] == nearest[0] and max(abs(a - b) for a, b in zip(nearest, requested)) < 0.15
+
+
+def test_the_readme_python_example_samples_a_batch_equal_to_samples_alone() -> None:
+    checks = """
+import numpy as np
+assert len(volumes) == 4 and all(v.shape == (40, 56, 40) for v in volumes)
+alone = synthesis.generate_batch([2])[0]
+assert np.abs(volumes[2] - alone).max() <= 1e-4, np.abs(volumes[2] - alone).max()
+assert np.abs(volumes[1] - volumes[2]).max() > 0.1  # other seeds and ages give other brains
+"""
+    check_readme_python_example(BUNDLE, {"num_inference_steps=50": "num_inference_steps=2"}, checks)

@@ -9,6 +9,7 @@ import pytest
 from tests.brain_spade3d.spade3d_helpers import BUNDLE
 from tests.dataset_cases import (
     check_plan_mismatch_is_refused,
+    check_readme_python_example,
     check_refused_before_any_sample,
     check_torchrun_shards_kill_and_resume,
     manifest_rows,
@@ -35,3 +36,16 @@ def test_out_of_range_conditions_csv_is_refused(tmp_path: Path) -> None:
     table.write_text("wmh,tumour,edema,enhancing\n0.2,0,0,0\n0,1.5,0,0\n")
     bad = {"n_samples": 2, "conditions_csv": str(table)}
     check_refused_before_any_sample(BUNDLE, QUICK, tmp_path, bad, f"{table}, line 3: tumour=1.5 is outside [0, 1]")
+
+
+def test_the_readme_python_example_samples_a_batch_equal_to_samples_alone() -> None:
+    checks = """
+import numpy as np
+assert len(samples) == 4 and sorted(samples[0][1]) == ["FLAIR", "T1w"]
+label_map, images = synthesis.generate_batch([2])[0]
+assert np.abs(samples[2][0] - label_map).max() <= 1e-3
+assert all(np.abs(samples[2][1][c] - images[c]).max() <= 1e-3 for c in images)
+assert np.abs(samples[1][1]["T1w"] - samples[2][1]["T1w"]).max() > 0.1  # other seeds give other brains
+assert all("wmh" in found and "wmh_ml" in found for found in lesions)
+"""
+    check_readme_python_example(BUNDLE, {"num_inference_steps=50": "num_inference_steps=2"}, checks)

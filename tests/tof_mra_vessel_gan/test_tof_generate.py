@@ -8,6 +8,7 @@ import pytest
 
 from tests.dataset_cases import (
     check_plan_mismatch_is_refused,
+    check_readme_python_example,
     check_refused_before_any_sample,
     check_torchrun_shards_kill_and_resume,
     manifest_rows,
@@ -33,3 +34,14 @@ def test_a_different_plan_is_refused(tmp_path: Path) -> None:
 def test_a_shard_index_outside_the_shards_is_refused(tmp_path: Path) -> None:
     bad = {"n_samples": 4, "shard_index": 2, "num_shards": 2}
     check_refused_before_any_sample(BUNDLE, QUICK, tmp_path, bad, "shard_index=2 is outside [0, num_shards=2)")
+
+
+def test_the_readme_python_example_generates_a_batch_equal_to_pairs_alone() -> None:
+    checks = """
+import numpy as np
+assert len(pairs) == 64 and pairs[0].shape == (2, 96, 96)
+alone = synthesis.generate_batch([37])[0]
+assert np.abs(pairs[37] - alone).max() <= 1e-5, np.abs(pairs[37] - alone).max()
+assert np.abs(pairs[36] - pairs[37]).max() > 0.1
+"""
+    check_readme_python_example(BUNDLE, {}, checks)
