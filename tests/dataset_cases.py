@@ -118,3 +118,14 @@ def check_readme_python_example(bundle: Path, replacements: dict[str, str], chec
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=bundle_env(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, f"README example failed:\n{script}\n{result.stderr[-4000:]}"
+
+
+def check_inference_refuses_an_unusable_output_dir(bundle: Path, overrides: dict, tmp_path: Path, weights: str) -> None:
+    """inference.json checks ``output_dir`` before any work: before the weights are even opened."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should be")
+    bad = {**overrides, "output_dir": str(blocker / "out"), weights: str(tmp_path / "missing_weights")}
+    result = run_bundle(bundle, "inference.json", bad, check=False)
+    assert result.returncode != 0
+    assert f"output_dir {blocker / 'out'} is below {blocker}, which is a file" in result.stderr, result.stderr[-3000:]
+    assert "missing_weights" not in result.stderr  # refused before the weights were looked at

@@ -10,6 +10,7 @@ import pytest
 from tests.brain_ldm.ldm_helpers import BUNDLE
 from tests.dataset_cases import (
     GENERATE,
+    check_inference_refuses_an_unusable_output_dir,
     check_plan_mismatch_is_refused,
     check_readme_python_example,
     check_refused_before_any_sample,
@@ -62,3 +63,7 @@ assert np.abs(volumes[2] - alone).max() <= 1e-4, np.abs(volumes[2] - alone).max(
 assert np.abs(volumes[1] - volumes[2]).max() > 0.1  # other seeds and ages give other brains
 """
     check_readme_python_example(BUNDLE, {"num_inference_steps=50": "num_inference_steps=2"}, checks)
+
+
+def test_inference_refuses_an_unusable_output_dir_before_any_work(tmp_path: Path) -> None:
+    check_inference_refuses_an_unusable_output_dir(BUNDLE, QUICK, tmp_path, "load_diffusion_path")

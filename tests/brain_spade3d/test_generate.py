@@ -8,6 +8,7 @@ import pytest
 
 from tests.brain_spade3d.spade3d_helpers import BUNDLE
 from tests.dataset_cases import (
+    check_inference_refuses_an_unusable_output_dir,
     check_plan_mismatch_is_refused,
     check_readme_python_example,
     check_refused_before_any_sample,
@@ -49,3 +50,7 @@ assert np.abs(samples[1][1]["T1w"] - samples[2][1]["T1w"]).max() > 0.1  # other 
 assert all("wmh" in found and "wmh_ml" in found for found in lesions)
 """
     check_readme_python_example(BUNDLE, {"num_inference_steps=50": "num_inference_steps=2"}, checks)
+
+
+def test_inference_refuses_an_unusable_output_dir_before_any_work(tmp_path: Path) -> None:
+    check_inference_refuses_an_unusable_output_dir(BUNDLE, QUICK, tmp_path, "models_dir")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.dataset_cases import (
+    check_inference_refuses_an_unusable_output_dir,
     check_plan_mismatch_is_refused,
     check_readme_python_example,
     check_refused_before_any_sample,
@@ -45,3 +46,7 @@ assert np.abs(pairs[37] - alone).max() <= 1e-5, np.abs(pairs[37] - alone).max()
 assert np.abs(pairs[36] - pairs[37]).max() > 0.1
 """
     check_readme_python_example(BUNDLE, {}, checks)
+
+
+def test_inference_refuses_an_unusable_output_dir_before_any_work(tmp_path: Path) -> None:
+    check_inference_refuses_an_unusable_output_dir(BUNDLE, QUICK, tmp_path, "generator_path")

@@ -48,6 +48,8 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "__init__.py",
         "atomic_io.py",
         "checks.py",
+        "dataset.py",
+        "dataset_card.py",
         "engines.py",
         "export.py",
         "previews.py",
