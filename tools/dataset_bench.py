@@ -106,12 +106,19 @@ def _weights(bundle: Path) -> dict:
     return record
 
 
-def dataset_bench(bundle: str, out: str, n_samples: int = 8) -> None:
-    """Measure the manifest bookkeeping and the 1- and 2-process throughput of ``bundle``; write ``out``."""
+def dataset_bench(bundle: str, out: str, n_samples: int = 8, throughput: bool = True) -> None:
+    """Measure the manifest bookkeeping and the 1- and 2-process throughput of ``bundle``; write ``out``.
+
+    ``--throughput False`` measures the bookkeeping only (e.g. on a CPU shared with other work, where
+    samples per second would say more about the other work than about the bundle).
+    """
     bundle_dir = BUNDLES_DIR / bundle
     metadata = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
-    with tempfile.TemporaryDirectory() as folder:
-        throughput = [_generate(bundle_dir, Path(folder) / f"p{p}", n_samples, p) for p in (1, 2)]
+    load = list(os.getloadavg())
+    runs = []
+    if throughput:
+        with tempfile.TemporaryDirectory() as folder:
+            runs = [_generate(bundle_dir, Path(folder) / f"p{p}", n_samples, p) for p in (1, 2)]
     record = {
         "bundle": bundle,
         "bundle_version": metadata["version"],
@@ -120,15 +127,16 @@ def dataset_bench(bundle: str, out: str, n_samples: int = 8) -> None:
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
-            "load_average_at_start": list(os.getloadavg()),
+            "load_average_at_start": load,
         },
         "threads_per_process": 1,
         "overrides": OVERRIDES.get(bundle, {}),
-        "throughput": throughput,
-        "speed_up_2_processes": round(throughput[1]["samples_per_s"] / throughput[0]["samples_per_s"], 3),
+        "throughput": runs or "not measured",
         "manifest": measure_manifest(),
-        "command": f"python -m tools dataset-bench {bundle} --out {out} --n_samples {n_samples}",
+        "command": f"python -m tools dataset-bench {bundle} --out {out} --n_samples {n_samples} --throughput {throughput}",
     }
+    if runs:
+        record["speed_up_2_processes"] = round(runs[1]["samples_per_s"] / runs[0]["samples_per_s"], 3)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))

@@ -14,7 +14,7 @@ from tests.dataset_cases import (
     check_torchrun_shards_kill_and_resume,
     manifest_rows,
 )
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -50,3 +50,12 @@ assert np.abs(pairs[36] - pairs[37]).max() > 0.1
 
 def test_inference_refuses_an_unusable_output_dir_before_any_work(tmp_path: Path) -> None:
     check_inference_refuses_an_unusable_output_dir(BUNDLE, QUICK, tmp_path, "generator_path")
+
+
+def test_inference_removes_a_killed_runs_staging_folder(tmp_path: Path) -> None:
+    staging = tmp_path / "pairs" / ".partial-killed"
+    staging.mkdir(parents=True)
+    (staging / "pair_000000_image.nii.gz").write_bytes(b"half written")
+    run_bundle(BUNDLE, "inference.json", {**QUICK, "output_dir": str(tmp_path / "pairs"), "n_samples": 2})
+    assert not staging.exists()
+    assert (tmp_path / "pairs" / "generation.json").is_file()
