@@ -129,3 +129,11 @@ def check_inference_refuses_an_unusable_output_dir(bundle: Path, overrides: dict
     assert result.returncode != 0
     assert f"output_dir {blocker / 'out'} is below {blocker}, which is a file" in result.stderr, result.stderr[-3000:]
     assert "missing_weights" not in result.stderr  # refused before the weights were looked at
+
+
+def check_conditions_csv_is_refused(bundle: Path, overrides: dict, tmp_path: Path, text: str, named: str) -> None:
+    """A 2-row conditions CSV with a bad cell is refused before any sample; the error names file, line, column."""
+    table = tmp_path / "conditions.csv"
+    table.write_text(text)
+    bad = {"n_samples": 2, "conditions_csv": str(table)}
+    check_refused_before_any_sample(bundle, overrides, tmp_path, bad, f"{table}, line 3: {named}")
