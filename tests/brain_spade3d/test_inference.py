@@ -42,7 +42,7 @@ def _load(path: Path) -> np.ndarray:
 def test_every_output_of_every_sample(combined_run: Path) -> None:
     names = sorted(p.name for p in combined_run.iterdir())
     expected = sorted(
-        f"sample_{i:03d}{suffix}"
+        f"sample_{i:06d}{suffix}"
         for i in range(2)
         for suffix in ("_label_pv.nii.gz", "_label.nii.gz", "_T1w.nii.gz", "_FLAIR.nii.gz", ".png", ".json")
     )
@@ -51,7 +51,7 @@ def test_every_output_of_every_sample(combined_run: Path) -> None:
     expected_affine = crop_affine(RESOLUTION_MM).copy()
     expected_affine[:3, 3] += offset * RESOLUTION_MM
     for index in range(2):
-        stem = combined_run / f"sample_{index:03d}"
+        stem = combined_run / f"sample_{index:06d}"
         partial = nib.load(f"{stem}_label_pv.nii.gz")
         assert partial.shape == (*SPATIAL_SHAPE, 10) and partial.get_data_dtype() == np.float32
         np.testing.assert_allclose(partial.affine, expected_affine)
@@ -69,7 +69,7 @@ def test_every_output_of_every_sample(combined_run: Path) -> None:
 
 def test_sidecar_lists_requested_and_obtained_lesions(combined_run: Path) -> None:
     for index in range(2):
-        sidecar = json.loads((combined_run / f"sample_{index:03d}.json").read_text())
+        sidecar = json.loads((combined_run / f"sample_{index:06d}.json").read_text())
         assert sidecar["seed"] == index and sidecar["contrasts"] == ["T1w", "FLAIR"]
         assert sidecar["requested_lesions"] == LESION_NAMES  # WMH and the tumour, in one sample
         assert sidecar["condition"] == pytest.approx(COMBINED)
@@ -123,7 +123,7 @@ def test_sampled_pathologies_and_a_style_image(
     run_bundle(BUNDLE, "inference.json", overrides)
     patterns = json.loads((spade_trained["models"] / "label_stats.json").read_text())["lesion_patterns"]
     for index in range(2):
-        sidecar = json.loads((out / f"sample_{index:03d}.json").read_text())
+        sidecar = json.loads((out / f"sample_{index:06d}.json").read_text())
         assert sidecar["style"] == {"source": "image", "path": str(style)}
         assert [sidecar["condition"][name] for name in LESION_NAMES] in [pytest.approx(p) for p in patterns]
-        assert sidecar["contrasts"] == ["T2w"] and (out / f"sample_{index:03d}_T2w.nii.gz").exists()
+        assert sidecar["contrasts"] == ["T2w"] and (out / f"sample_{index:06d}_T2w.nii.gz").exists()
