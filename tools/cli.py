@@ -20,7 +20,7 @@ def sync_common(check: bool = False) -> None:
 
 
 def _commands() -> dict:
-    from tools import demo_data, download, inspect_bundle, large_files, packaging, verify
+    from tools import dataset_bench, demo_data, download, inspect_bundle, large_files, packaging, verify
 
     return {
         "verify": verify.verify_cli,
@@ -30,6 +30,7 @@ def _commands() -> dict:
         "inspect": inspect_bundle.inspect_cli,
         "demo-data": demo_data.demo_data_cli,
         "sync-common": sync_common,
+        "dataset-bench": dataset_bench.dataset_bench,
     }
 
 

@@ -134,7 +134,7 @@ def test_sampling_on_onnx_matches_pytorch(exported, weights, tmp_path):
     run_bundle(BUNDLE, "inference.json", {**common, "output_dir": str(tmp_path / "torch")})
     run_bundle(BUNDLE, ["inference.json", "inference_onnx.json"], {**common, "output_dir": str(tmp_path / "onnx")})
     for index in range(2):
-        stem = f"sample_{index:03d}"
+        stem = f"sample_{index:06d}"
         reference = nib.load(tmp_path / "torch" / f"{stem}.nii.gz").get_fdata(dtype=np.float32)
         onnx = nib.load(tmp_path / "onnx" / f"{stem}.nii.gz").get_fdata(dtype=np.float32)
         assert 0.01 < float(((reference > 0) & (reference < 1)).mean()), "output fully clipped: nothing compared"

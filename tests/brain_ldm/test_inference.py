@@ -45,19 +45,19 @@ def test_samples_are_written_with_mni_affine_preview_and_sidecar(sampling_overri
         },
     )
     assert sorted(p.name for p in out.iterdir()) == [
-        f"sample_00{i}.{ext}" for i in range(2) for ext in ("json", "nii.gz", "png")
+        f"sample_00000{i}.{ext}" for i in range(2) for ext in ("json", "nii.gz", "png")
     ]
     assert not list(out.glob(".tmp-*"))  # atomic writes leave no temporary files
-    image = nib.load(out / "sample_001.nii.gz")
+    image = nib.load(out / "sample_000001.nii.gz")
     assert list(image.shape) == SPATIAL_SHAPE
     np.testing.assert_allclose(image.affine, _centre_crop_affine(RESOLUTION_MM, SPATIAL_SHAPE), atol=1e-5)
     assert image.get_qform(coded=True)[1] == 4 and image.get_sform(coded=True)[1] == 4  # MNI152 code
     data = image.get_fdata()
     assert np.isfinite(data).all() and data.min() >= 0.0 and data.max() <= 1.0
-    with Image.open(out / "sample_001.png") as preview:
+    with Image.open(out / "sample_000001.png") as preview:
         assert preview.width > preview.height > 0
 
-    sidecar = json.loads((out / "sample_001.json").read_text())
+    sidecar = json.loads((out / "sample_000001.json").read_text())
     assert sidecar["seed"] == 8 and sidecar["base_seed"] == 7 and sidecar["index"] == 1
     assert sidecar["conditioning"] == {"sex": 1.0, "age": 0.8, "ventricular_vol": 0.5, "brain_vol": 0.5}
     assert sidecar["profile"] == "demo" and sidecar["bundle_version"] == "0.1.0"
@@ -77,7 +77,7 @@ def test_same_seed_gives_the_same_brain(sampling_overrides: dict, tmp_path: Path
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         run_bundle(BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(tmp_path / name), "seed": seed})
-        runs[name] = _volume(tmp_path / name / "sample_000.nii.gz")
+        runs[name] = _volume(tmp_path / name / "sample_000000.nii.gz")
     np.testing.assert_array_equal(runs["a"], runs["b"])
     assert not np.array_equal(runs["a"], runs["c"])
 
@@ -88,7 +88,7 @@ def test_conditions_from_csv(sampling_overrides: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     overrides = {**sampling_overrides, "output_dir": str(out), "n_samples": 2, "conditions_csv": str(table)}
     run_bundle(BUNDLE, "inference.json", overrides)
-    conditioning = [json.loads((out / f"sample_00{i}.json").read_text())["conditioning"] for i in range(2)]
+    conditioning = [json.loads((out / f"sample_00000{i}.json").read_text())["conditioning"] for i in range(2)]
     assert conditioning == [
         {"sex": 0.0, "age": 0.1, "ventricular_vol": 0.9, "brain_vol": 0.3},
         {"sex": 1.0, "age": 0.9, "ventricular_vol": 0.1, "brain_vol": 0.7},
@@ -98,4 +98,4 @@ def test_conditions_from_csv(sampling_overrides: dict, tmp_path: Path) -> None:
 def test_tensorrt_overlay_parses_and_runs_without_tensorrt(sampling_overrides: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_bundle(BUNDLE, ["inference.json", "inference_trt.json"], {**sampling_overrides, "output_dir": str(out)})
-    assert (out / "sample_000.nii.gz").exists() and (out / "sample_000.png").exists()
+    assert (out / "sample_000000.nii.gz").exists() and (out / "sample_000000.png").exists()

@@ -203,9 +203,9 @@ def test_ukb_sampling_matches_the_old_networks(old_format_weights, tmp_path):
             "progress": False,
         },
     )
-    sidecar = json.loads((output_dir / "sample_000.json").read_text())
+    sidecar = json.loads((output_dir / "sample_000000.json").read_text())
     assert sidecar["profile"] == "ukb" and sidecar["scale_factor"] == 1.0 and sidecar["seed"] == 7
-    generated = torch.from_numpy(nib.load(output_dir / "sample_000.nii.gz").get_fdata(dtype="float32"))
+    generated = torch.from_numpy(nib.load(output_dir / "sample_000000.nii.gz").get_fdata(dtype="float32"))
 
     from tools.common.latent_diffusion import ConditionalLatentSampler
 

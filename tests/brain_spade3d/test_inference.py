@@ -42,7 +42,7 @@ def _load(path: Path) -> np.ndarray:
 def test_every_output_of_every_sample(combined_run: Path) -> None:
     names = sorted(p.name for p in combined_run.iterdir())
     expected = sorted(
-        f"sample_{i:03d}{suffix}"
+        f"sample_{i:06d}{suffix}"
         for i in range(2)
         for suffix in ("_label_pv.nii.gz", "_label.nii.gz", "_T1w.nii.gz", "_FLAIR.nii.gz", ".png", ".json")
     )
@@ -51,7 +51,7 @@ def test_every_output_of_every_sample(combined_run: Path) -> None:
     expected_affine = crop_affine(RESOLUTION_MM).copy()
     expected_affine[:3, 3] += offset * RESOLUTION_MM
     for index in range(2):
-        stem = combined_run / f"sample_{index:03d}"
+        stem = combined_run / f"sample_{index:06d}"
         partial = nib.load(f"{stem}_label_pv.nii.gz")
         assert partial.shape == (*SPATIAL_SHAPE, 10) and partial.get_data_dtype() == np.float32
         np.testing.assert_allclose(partial.affine, expected_affine)
@@ -69,7 +69,7 @@ def test_every_output_of_every_sample(combined_run: Path) -> None:
 
 def test_sidecar_lists_requested_and_obtained_lesions(combined_run: Path) -> None:
     for index in range(2):
-        sidecar = json.loads((combined_run / f"sample_{index:03d}.json").read_text())
+        sidecar = json.loads((combined_run / f"sample_{index:06d}.json").read_text())
         assert sidecar["seed"] == index and sidecar["contrasts"] == ["T1w", "FLAIR"]
         assert sidecar["requested_lesions"] == LESION_NAMES  # WMH and the tumour, in one sample
         assert sidecar["condition"] == pytest.approx(COMBINED)
@@ -96,22 +96,22 @@ def test_a_sample_is_reproduced_by_its_seed_with_the_trt_overlay(
     overrides = {**sampling_overrides, "output_dir": str(out), "seed": 1, "pathologies": COMBINED}
     run_bundle(BUNDLE, ["inference.json", "inference_trt.json"], overrides)
     np.testing.assert_allclose(
-        _load(out / "sample_000_label_pv.nii.gz"), _load(combined_run / "sample_001_label_pv.nii.gz"), atol=1e-6
+        _load(out / "sample_000000_label_pv.nii.gz"), _load(combined_run / "sample_000001_label_pv.nii.gz"), atol=1e-6
     )
     for contrast in ("T1w", "FLAIR"):
         np.testing.assert_allclose(
-            _load(out / f"sample_000_{contrast}.nii.gz"),
-            _load(combined_run / f"sample_001_{contrast}.nii.gz"),
+            _load(out / f"sample_000000_{contrast}.nii.gz"),
+            _load(combined_run / f"sample_000001_{contrast}.nii.gz"),
             atol=1e-6,
         )
-    assert (out / "sample_000_T2w.nii.gz").exists()  # the default is every contrast
+    assert (out / "sample_000000_T2w.nii.gz").exists()  # the default is every contrast
 
 
 def test_sampled_pathologies_and_a_style_image(
     combined_run: Path, sampling_overrides: dict, spade_trained: dict, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    style = combined_run / "sample_000_T1w.nii.gz"  # any image on the bundle's grid
+    style = combined_run / "sample_000000_T1w.nii.gz"  # any image on the bundle's grid
     overrides = {
         **sampling_overrides,
         "output_dir": str(out),
@@ -123,7 +123,7 @@ def test_sampled_pathologies_and_a_style_image(
     run_bundle(BUNDLE, "inference.json", overrides)
     patterns = json.loads((spade_trained["models"] / "label_stats.json").read_text())["lesion_patterns"]
     for index in range(2):
-        sidecar = json.loads((out / f"sample_{index:03d}.json").read_text())
+        sidecar = json.loads((out / f"sample_{index:06d}.json").read_text())
         assert sidecar["style"] == {"source": "image", "path": str(style)}
         assert [sidecar["condition"][name] for name in LESION_NAMES] in [pytest.approx(p) for p in patterns]
-        assert sidecar["contrasts"] == ["T2w"] and (out / f"sample_{index:03d}_T2w.nii.gz").exists()
+        assert sidecar["contrasts"] == ["T2w"] and (out / f"sample_{index:06d}_T2w.nii.gz").exists()

@@ -39,7 +39,7 @@ def test_inference_writes_image_label_pairs_a_preview_and_a_sidecar(generated, v
     assert sidecar["weights_sha256"] == hashlib.sha256(vivid_generator.read_bytes()).hexdigest()
     names = sorted(p.name for p in generated.iterdir())
     assert names == sorted(
-        ["generation.json", "preview.png"] + [f"pair_{i:05d}_{k}.nii.gz" for i in range(5) for k in ("image", "label")]
+        ["generation.json", "preview.png"] + [f"pair_{i:06d}_{k}.nii.gz" for i in range(5) for k in ("image", "label")]
     )  # no staging folder or temporary file left behind
     for image, label, record in zip(images, labels, sidecar["pairs"]):
         assert image.shape == (96, 96) and image.dtype == np.float32

@@ -51,6 +51,8 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "atomic_io.py",
         "checkpoints.py",
         "checks.py",
+        "dataset.py",
+        "dataset_card.py",
         "engines.py",
         "export.py",
         "onnx_runtime.py",

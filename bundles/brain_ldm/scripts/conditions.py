@@ -8,7 +8,6 @@ CSV with one row per sample and a column per name. Every error names the input i
 
 from __future__ import annotations
 
-import csv
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -17,16 +16,16 @@ from typing import Any
 
 import torch
 
-from scripts.common.checks import check_positive_int
+from scripts.common.checks import check_choice, check_positive_int
+from scripts.common.dataset import read_table_csv
 
-__all__ = ["check_choice", "check_positive_int", "read_conditions_csv", "resolve_conditions"]
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``, else an error naming the config id ``name``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
-    return value
+__all__ = [
+    "check_choice",
+    "check_positive_int",
+    "read_conditions_csv",
+    "resolve_conditions",
+    "sample_training_conditions",
+]
 
 
 def _unit_value(source: str, value: Any) -> float:
@@ -72,29 +71,43 @@ def _condition_vectors(condition: Any, names: Sequence[str], n_samples: int) -> 
 
 def read_conditions_csv(path: str | Path, names: Sequence[str]) -> list[list[float]]:
     """Rows of a CSV with a header holding every name in ``names`` (extra columns are ignored)."""
-    path = Path(path)
+    return read_table_csv(path, names, _unit_value)
+
+
+def sample_training_conditions(
+    datalist_path: str | Path, names: Sequence[str], n_samples: int, seed: int, jitter: float = 0.02
+) -> torch.Tensor:
+    """``n_samples`` conditions drawn from the training datalist's distribution (the ``condition_sampler``).
+
+    Method: each sample takes the condition vector of a training subject drawn uniformly with
+    replacement, adds Gaussian jitter of standard deviation ``jitter`` to every continuous entry
+    (sex stays 0 or 1) and clips to [0, 1]. The joint distribution of the real conditions, e.g. the
+    link between age and ventricular volume, is kept, and no vector is an exact copy of a subject's.
+    The draws depend on ``seed`` and ``n_samples`` only.
+    """
+    import json
+
+    import numpy as np
+
+    n_samples = check_positive_int("n_samples", n_samples)
+    path = Path(datalist_path)
     if not path.is_file():
-        raise FileNotFoundError(f"conditions_csv: file {path} does not exist")
+        raise FileNotFoundError(f"condition_sampler: training datalist {path} does not exist (set dataset_dir)")
     try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle, restkey="__extra__", restval=None)
-            header = reader.fieldnames or []
-            missing = [n for n in names if n not in header]
-            if missing:
-                raise ValueError(f"conditions_csv {path}: header {header} lacks column(s) {missing}")
-            rows = []
-            for line_number, record in enumerate(reader, start=2):
-                if "__extra__" in record or any(record.get(h) is None for h in header):
-                    raise ValueError(f"conditions_csv {path}, line {line_number}: expected {len(header)} fields")
-                row = []
-                for name in names:
-                    row.append(_unit_value(f"conditions_csv {path}, line {line_number}: {name}", record[name].strip()))
-                rows.append(row)
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"conditions_csv {path} is not a readable CSV: {error}") from error
-    if not rows:
-        raise ValueError(f"conditions_csv {path} has a header but no rows")
-    return rows
+        training = json.loads(path.read_text())["training"]
+        rows = np.asarray([[float(v) for v in item["condition"]] for item in training], dtype=np.float64)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"condition_sampler: {path} has no 'training' items with a 'condition': {error}") from error
+    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] != len(names):
+        raise ValueError(f"condition_sampler: {path} needs training conditions of {len(names)} values {list(names)}")
+    if not float(jitter) >= 0:
+        raise ValueError(f"condition_jitter={jitter!r} must be >= 0")
+    rng = np.random.default_rng([int(seed), 20_241_201])
+    drawn = rows[rng.integers(len(rows), size=n_samples)]
+    noise = rng.normal(0.0, float(jitter), size=drawn.shape)
+    continuous = np.array([name != "sex" for name in names])
+    drawn[:, continuous] += noise[:, continuous]
+    return torch.tensor(np.clip(drawn, 0.0, 1.0), dtype=torch.float64)
 
 
 def resolve_conditions(

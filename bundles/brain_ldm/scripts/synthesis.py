@@ -1,7 +1,9 @@
-"""Sampling brains to disk: one NIfTI, one tri-planar PNG and one JSON sidecar per sample.
+"""Sampling brains, and the writer that puts each one on disk (NIfTI, tri-planar PNG, JSON sidecar).
 
 Sample ``i`` of a run with ``seed`` s starts from noise drawn with seed ``s + i`` on the CPU, so a
-brain is reproduced by its own seed whatever ``n_samples`` was, and on any device.
+brain is reproduced by its own seed whatever ``n_samples`` or the batch it was sampled in, and on
+any device. Sampling and writing are separate pieces: ``BrainSynthesis`` samples and hands each
+volume to the ``writer`` the config names.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import write_json, write_nifti, write_png
-from scripts.common.checks import check_non_negative_int
+from scripts.common.checks import check_non_negative_int, check_positive_int
+from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import crop_affine, crop_shape
 from scripts.common.previews import triplanar
 
-__all__ = ["BrainSynthesis", "output_affine"]
+__all__ = ["BrainSynthesis", "BrainWriter", "output_affine"]
 
 
 def output_affine(resolution_mm: int, spatial_shape: Sequence[int]) -> np.ndarray:
@@ -40,6 +43,35 @@ def output_affine(resolution_mm: int, spatial_shape: Sequence[int]) -> np.ndarra
     return np.asarray(fitted.affine, dtype=np.float64)
 
 
+class BrainWriter:
+    """Writes one brain as ``<stem>.nii.gz`` (MNI affine), ``<stem>.png`` and ``<stem>.json``, each atomically.
+
+    Args:
+        affine: voxel-to-MNI affine written into the NIfTI.
+        value_range: intensities shown black to white in the preview.
+    """
+
+    def __init__(self, affine: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+
+    def write(self, folder: Path, stem: str, volume: np.ndarray, record: dict[str, Any]) -> dict[str, str]:
+        """Write the files of one sample (the sidecar last); returns their names relative to ``folder``."""
+        files = {"image": f"{stem}.nii.gz", "preview": f"{stem}.png", "sidecar": f"{stem}.json"}
+        write_nifti(volume, self.affine, folder / files["image"])
+        write_png(triplanar(volume, self.value_range), folder / files["preview"])
+        names = {"image": Path(files["image"]).name, "preview": Path(files["preview"]).name}
+        write_json({**names, **record, "affine": self.affine.tolist()}, folder / files["sidecar"])
+        return files
+
+    def thumbnail(self, folder: Path, files: dict[str, str]) -> Any:
+        """The sample's preview, for dataset overviews."""
+        from PIL import Image
+
+        with Image.open(folder / files["preview"]) as image:
+            return image.copy()
+
+
 class BrainSynthesis:
     """Generates ``len(conditions)`` brains and writes each one atomically under ``output_dir``.
 
@@ -50,12 +82,13 @@ class BrainSynthesis:
         conditions: (N, 4) validated condition matrix.
         condition_names: names of the condition columns, for the sidecar.
         seed: base seed; sample ``i`` uses ``seed + i``.
-        output_dir: folder for ``sample_XXX.{nii.gz,png,json}``.
-        affine: voxel-to-MNI affine written into the NIfTI.
+        output_dir: folder for ``sample_XXXXXX.{nii.gz,png,json}``.
+        writer: puts one sample on disk (``BrainWriter``).
         device: where the networks run.
         value_range: generated intensities are clipped to this range (the training data range).
         metadata: extra provenance copied into every sidecar (profile, bundle version, weights...).
         progress: show tqdm bars over samples and denoising steps.
+        batch_size: samples per UNet call; sample ``i`` is the same in any batch.
     """
 
     def __init__(
@@ -67,11 +100,12 @@ class BrainSynthesis:
         condition_names: Sequence[str],
         seed: int,
         output_dir: str | os.PathLike,
-        affine: np.ndarray,
+        writer: BrainWriter,
         device: str | torch.device = "cpu",
         value_range: tuple[float, float] = (0.0, 1.0),
         metadata: dict[str, Any] | None = None,
         progress: bool = True,
+        batch_size: int = 1,
     ) -> None:
         check_non_negative_int("seed", seed)
         self.sampler = sampler
@@ -81,22 +115,28 @@ class BrainSynthesis:
         self.condition_names = list(condition_names)
         self.seed = seed
         self.output_dir = Path(output_dir)
-        self.affine = np.asarray(affine, dtype=np.float64)
+        self.writer = writer
         self.device = torch.device(device)
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.metadata = dict(metadata or {})
         self.progress = progress
+        self.batch_size = check_positive_int("batch_size", batch_size)
+
+    def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """The (X, Y, Z) volumes of samples ``indices``, sampled together and clipped to ``value_range``."""
+        noise = torch.cat(
+            [self.sampler.initial_noise(1, torch.Generator().manual_seed(self.seed + i), self.device) for i in indices]
+        )
+        condition = self.conditions[list(indices)].to(self.device)
+        description = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices[0]}-{indices[-1]}"
+        images = self.sampler(self.diffusion, self.decode, condition, noise, description=description)
+        return [v.float().clamp(*self.value_range).cpu().numpy() for v in torch.as_tensor(images)[:, 0]]
 
     def generate(self, index: int) -> np.ndarray:
         """The (X, Y, Z) volume of sample ``index``, clipped to ``value_range``."""
-        generator = torch.Generator().manual_seed(self.seed + index)
-        noise = self.sampler.initial_noise(1, generator, self.device)
-        condition = self.conditions[index : index + 1].to(self.device)
-        image = self.sampler(self.diffusion, self.decode, condition, noise, description=f"sample {index}")
-        volume = torch.as_tensor(image)[0, 0].float().clamp(*self.value_range)
-        return volume.cpu().numpy()
+        return self.generate_batch([index])[0]
 
-    def sidecar(self, index: int) -> dict[str, Any]:
+    def describe(self, index: int, volume: np.ndarray | None = None) -> dict[str, Any]:
         """Provenance of sample ``index``: enough to regenerate it."""
         values = self.conditions[index].tolist()
         return {
@@ -108,22 +148,10 @@ class BrainSynthesis:
             "guidance_scale": self.sampler.guidance_scale,
             "scheduler": type(self.sampler.scheduler).__name__,
             "scale_factor": self.sampler.scale_factor,
-            "affine": self.affine.tolist(),
             **self.metadata,
         }
 
     def run(self) -> list[Path]:
-        """Write every sample; returns the NIfTI paths."""
-        from tqdm.auto import tqdm
-
-        written = []
-        for index in tqdm(range(len(self.conditions)), desc="samples", disable=not self.progress):
-            volume = self.generate(index)
-            stem = self.output_dir / f"sample_{index:03d}"
-            nifti = write_nifti(volume, self.affine, stem.with_suffix(".nii.gz"))
-            write_png(triplanar(volume, self.value_range), stem.with_suffix(".png"))
-            write_json(
-                {"image": nifti.name, "preview": f"{stem.name}.png", **self.sidecar(index)}, stem.with_suffix(".json")
-            )
-            written.append(nifti)
-        return written
+        """Write every sample through the writer; returns the NIfTI paths."""
+        files = write_samples(self, self.writer, self.output_dir, len(self.conditions), self.batch_size)
+        return [self.output_dir / f["image"] for f in files]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from scripts.common.checks import check_non_negative_int, check_positive_int
+from scripts.common.dataset import read_table_csv
 
 __all__ = [
     "LABEL_NAMES",
@@ -30,6 +31,7 @@ __all__ = [
     "lesion_statistics",
     "measure_lesions",
     "read_label_stats",
+    "resolve_conditions",
     "resolve_pathologies",
 ]
 
@@ -161,6 +163,29 @@ def resolve_pathologies(
                 value = generator.uniform(low, high)
             matrix[i, names.index(name)] = value
     return torch.as_tensor(matrix, dtype=torch.float32)
+
+
+def resolve_conditions(
+    pathologies: Any,
+    lesion_names: Sequence[str],
+    n_samples: int,
+    seed: int,
+    label_stats_path: str | os.PathLike | None = None,
+    conditions_csv: str | None = None,
+) -> torch.Tensor:
+    """The condition matrix from ``conditions_csv`` (a row per sample, a column per lesion), else
+    from ``pathologies`` (see :func:`resolve_pathologies`)."""
+    if conditions_csv in (None, ""):
+        return resolve_pathologies(pathologies, lesion_names, n_samples, seed, label_stats_path)
+    if pathologies not in (None, {}):
+        raise ValueError("give either conditions_csv or pathologies, not both")
+    check_positive_int("n_samples", n_samples)
+    rows = read_table_csv(conditions_csv, list(lesion_names), _fraction)
+    if len(rows) != n_samples:
+        raise ValueError(
+            f"conditions_csv {conditions_csv} has {len(rows)} rows but n_samples={n_samples}; pass --n_samples {len(rows)}"
+        )
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def lesion_statistics(datalist_path: str | os.PathLike, lesion_names: Sequence[str], split: str = "training") -> dict:

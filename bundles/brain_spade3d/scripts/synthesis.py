@@ -1,9 +1,10 @@
 """Two-stage synthesis: lesion condition -> label map (latent diffusion) -> one image per contrast (SPADE).
 
 Sample ``i`` of a run with ``seed`` s draws its latent noise and its style code with seed ``s + i``
-on the CPU, so a sample is reproduced by its own seed whatever ``n_samples`` was, and on any device.
-Everything of a sample is computed before its first file is written; each file is written atomically
-and the JSON sidecar comes last, so a sidecar on disk means the sample is complete.
+on the CPU, so a sample is reproduced by its own seed whatever ``n_samples`` or its batch was, and on
+any device. Sampling, measuring and writing are separate pieces: ``BrainSPADESynthesis`` samples,
+the ``measure`` component measures the lesions, and the ``writer`` the config names puts each sample
+on disk (each file atomically, the JSON sidecar last, so a sidecar on disk means a complete sample).
 """
 
 from __future__ import annotations
@@ -17,15 +18,25 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import atomic_path, write_json, write_nifti, write_png
-from scripts.common.checks import check_non_negative_int
+from scripts.common.checks import check_non_negative_int, check_positive_int
+from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import crop_affine, crop_shape
-from scripts.labels import LABEL_NAMES, LESION_NAMES, measure_lesions
+from scripts.labels import LABEL_NAMES, LESION_NAMES
+from scripts.measures import LesionMeasure
 from scripts.networks import spade_input
 from scripts.overlay import sample_preview
 from scripts.transforms import contrast_one_hot
 
-__all__ = ["BrainSPADESynthesis", "ImageGenerator", "LabelGenerator", "load_style_image", "output_affine", "style_seed"]
+__all__ = [
+    "BrainSPADESynthesis",
+    "ImageGenerator",
+    "LabelGenerator",
+    "SpadeWriter",
+    "load_style_image",
+    "output_affine",
+    "style_seed",
+]
 
 
 def style_seed(sample_seed: int) -> int:
@@ -151,12 +162,64 @@ class ImageGenerator:
         return torch.as_tensor(self.decode(seg, style)).float().clamp(*self.value_range)
 
 
-class BrainSPADESynthesis:
-    """Generates ``len(conditions)`` samples and writes each one under ``output_dir``.
+class SpadeWriter:
+    """Writes one sample: ``_label_pv.nii.gz`` (X, Y, Z, C partial volumes), ``_label.nii.gz`` (argmax,
+    uint8), ``_<contrast>.nii.gz`` per contrast, ``.png`` (label map and each contrast, lesions overlaid)
+    and ``.json`` (the record), each atomically and the sidecar last.
 
-    Per sample ``sample_XXX``: ``_label_pv.nii.gz`` (X, Y, Z, C partial volumes), ``_label.nii.gz``
-    (argmax, uint8), ``_<contrast>.nii.gz`` per contrast, ``.png`` (label map and each contrast with
-    the lesions overlaid) and ``.json`` (inputs, requested vs obtained lesions, provenance).
+    Args:
+        affine: voxel-to-MNI affine of the outputs.
+        label_names: class names of the label channels.
+        lesion_names: lesion classes, outlined in the preview.
+    """
+
+    def __init__(
+        self, affine: np.ndarray, label_names: Sequence[str] = LABEL_NAMES, lesion_names: Sequence[str] = LESION_NAMES
+    ) -> None:
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.label_names = list(label_names)
+        self.lesion_names = list(lesion_names)
+
+    def write(
+        self, folder: Path, stem: str, sample: tuple[np.ndarray, Mapping[str, np.ndarray]], record: Mapping[str, Any]
+    ) -> dict[str, str]:
+        """Write every file of one sample; returns their names relative to ``folder``."""
+        import nibabel as nib
+
+        probabilities, images = sample
+        labels = probabilities.argmax(0).astype(np.uint8)
+        files = {
+            "label_pv": f"{stem}_label_pv.nii.gz",
+            "label": f"{stem}_label.nii.gz",
+            **{contrast: f"{stem}_{contrast}.nii.gz" for contrast in images},
+            "preview": f"{stem}.png",
+        }
+        write_nifti(np.moveaxis(probabilities, 0, -1), self.affine, folder / files["label_pv"])
+        label_image = nib.Nifti1Image(labels, self.affine)
+        label_image.set_qform(self.affine, code=4)
+        label_image.set_sform(self.affine, code=4)
+        atomic_path(folder / files["label"], lambda tmp: nib.save(label_image, str(tmp)))
+        for contrast, volume in images.items():
+            write_nifti(volume, self.affine, folder / files[contrast])
+        caption = f"sample {record['index']}: asked {'+'.join(record['requested_lesions']) or 'healthy'}"
+        caption += f" | found {'+'.join(record['present_lesions']) or 'none'}"
+        write_png(
+            sample_preview(labels, images, caption, self.label_names, self.lesion_names), folder / files["preview"]
+        )
+        names = {key: Path(name).name for key, name in files.items()}
+        write_json({**record, "files": names, "affine": self.affine.tolist()}, folder / f"{stem}.json")
+        return {**files, "sidecar": f"{stem}.json"}
+
+    def thumbnail(self, folder: Path, files: Mapping[str, str]) -> Any:
+        """The sample's preview, for dataset overviews."""
+        from PIL import Image
+
+        with Image.open(folder / files["preview"]) as image:
+            return image.copy()
+
+
+class BrainSPADESynthesis:
+    """Generates ``len(conditions)`` samples and hands each one to the ``writer``.
 
     Args:
         label_generator: stage 1.
@@ -165,17 +228,14 @@ class BrainSPADESynthesis:
         contrasts: contrasts to generate for each sample.
         seed: base seed; sample ``i`` uses ``seed + i``.
         output_dir: destination folder.
-        affine: voxel-to-MNI affine of the outputs.
-        voxel_ml: volume of one voxel in ml.
-        lesion_fraction_max: the training maxima the conditions are relative to.
-        min_lesion_volume_ml: argmax volume from which a lesion counts as present.
+        writer: puts one sample on disk (``SpadeWriter``).
+        measure: measures the lesions of a sample (``LesionMeasure``).
         style_image: optional (1, 1, *S) style image; its code replaces the random style of every sample.
         style_image_path: its file, recorded in the sidecar.
         device: where the networks run.
-        label_names: class names of the label channels.
-        lesion_names: names of the condition entries (also label channels).
         metadata: provenance copied into every sidecar.
         progress: show a progress bar over samples.
+        batch_size: samples per network call; sample ``i`` is the same in any batch.
     """
 
     def __init__(
@@ -186,62 +246,61 @@ class BrainSPADESynthesis:
         contrasts: Sequence[str],
         seed: int,
         output_dir: str | os.PathLike,
-        affine: np.ndarray,
-        voxel_ml: float,
-        lesion_fraction_max: Sequence[float],
-        min_lesion_volume_ml: float = 0.1,
+        writer: SpadeWriter,
+        measure: LesionMeasure,
         style_image: torch.Tensor | None = None,
         style_image_path: str | None = None,
         device: str | torch.device = "cpu",
-        label_names: Sequence[str] = LABEL_NAMES,
-        lesion_names: Sequence[str] = LESION_NAMES,
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
+        batch_size: int = 1,
     ) -> None:
         check_non_negative_int("seed", seed)
-        if not float(min_lesion_volume_ml) >= 0:
-            raise ValueError(f"min_lesion_volume_ml={min_lesion_volume_ml!r} must be >= 0")
         self.label_generator = label_generator
         self.image_generator = image_generator
         self.conditions = torch.as_tensor(conditions, dtype=torch.float32)
         self.contrasts = list(contrasts)
         self.seed = seed
         self.output_dir = Path(output_dir)
-        self.affine = np.asarray(affine, dtype=np.float64)
-        self.voxel_ml = float(voxel_ml)
-        self.lesion_fraction_max = [float(v) for v in lesion_fraction_max]
-        self.min_lesion_volume_ml = float(min_lesion_volume_ml)
+        self.writer = writer
+        self.measure = measure
         self.style_image = style_image
         self.style_image_path = style_image_path
         self.device = torch.device(device)
-        self.label_names = list(label_names)
-        self.lesion_names = list(lesion_names)
+        self.lesion_names = list(measure.lesion_names)
         self.metadata = dict(metadata or {})
         self.progress = progress
+        self.batch_size = check_positive_int("batch_size", batch_size)
 
-    def style(self, index: int) -> torch.Tensor:
-        """(1, z_dim) style code of sample ``index``: the style image's, or a seeded random one."""
+    def styles(self, indices: Sequence[int]) -> torch.Tensor:
+        """(B, z_dim) style codes of samples ``indices``: the style image's, or seeded random ones."""
         if self.style_image is not None:
-            return self.image_generator.style_of(self.style_image.to(self.device))
-        return self.image_generator.random_style([self.seed + index], self.device)
+            code = self.image_generator.style_of(self.style_image.to(self.device))
+            return code.expand(len(indices), -1)
+        return self.image_generator.random_style([self.seed + i for i in indices], self.device)
+
+    def generate_batch(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Per sample of ``indices``: its (C, *S) partial-volume maps and its (*S) image per contrast."""
+        condition = self.conditions[list(indices)]
+        probabilities = self.label_generator(condition, [self.seed + i for i in indices], self.device)
+        style = self.styles(indices)
+        images = {c: self.image_generator(probabilities, c, style)[:, 0].cpu().numpy() for c in self.contrasts}
+        maps = probabilities.cpu().numpy()
+        return [(maps[b], {c: images[c][b] for c in self.contrasts}) for b in range(len(indices))]
 
     def generate(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The (C, *S) partial-volume maps of sample ``index`` and its (*S) image per contrast."""
-        condition = self.conditions[index : index + 1]
-        probabilities = self.label_generator(condition, [self.seed + index], self.device)
-        style = self.style(index)
-        images = {c: self.image_generator(probabilities, c, style)[0, 0].cpu().numpy() for c in self.contrasts}
-        return probabilities[0].cpu().numpy(), images
+        return self.generate_batch([index])[0]
 
-    def sidecar(self, index: int, lesions: Mapping[str, Mapping[str, Any]], files: Mapping[str, str]) -> dict:
+    def describe(self, index: int, sample: tuple[np.ndarray, Any]) -> dict[str, Any]:
         """What was asked, what came out, and enough provenance to regenerate the sample."""
+        lesions = self.measure.details(sample[0])
         requested = dict(zip(self.lesion_names, [round(v, 6) for v in self.conditions[index].tolist()]))
         sampler = self.label_generator.sampler
         return {
             "seed": self.seed + index,
             "base_seed": self.seed,
             "index": index,
-            "files": dict(files),
             "requested_lesions": [name for name, value in requested.items() if value > 0],
             "present_lesions": [name for name, found in lesions.items() if found["present"]],
             "all_requested_present": all(lesions[name]["present"] for name, value in requested.items() if value > 0),
@@ -251,55 +310,15 @@ class BrainSPADESynthesis:
             "style": {"source": "image", "path": self.style_image_path}
             if self.style_image is not None
             else {"source": "random", "seed": style_seed(self.seed + index)},
-            "min_lesion_volume_ml": self.min_lesion_volume_ml,
+            "min_lesion_volume_ml": self.measure.min_lesion_volume_ml,
             "num_inference_steps": sampler.num_inference_steps,
             "guidance_scale": sampler.guidance_scale,
             "scheduler": type(sampler.scheduler).__name__,
             "scale_factor": sampler.scale_factor,
-            "affine": self.affine.tolist(),
             **self.metadata,
         }
 
-    def write(self, index: int, probabilities: np.ndarray, images: Mapping[str, np.ndarray]) -> Path:
-        """Write every file of one sample, the sidecar last; returns the sidecar path."""
-        import nibabel as nib
-
-        stem = f"sample_{index:03d}"
-        labels = probabilities.argmax(0).astype(np.uint8)
-        lesions = measure_lesions(
-            probabilities,
-            self.voxel_ml,
-            self.lesion_fraction_max,
-            self.min_lesion_volume_ml,
-            self.label_names,
-            self.lesion_names,
-        )
-        files = {
-            "label_pv": f"{stem}_label_pv.nii.gz",
-            "label": f"{stem}_label.nii.gz",
-            **{contrast: f"{stem}_{contrast}.nii.gz" for contrast in images},
-            "preview": f"{stem}.png",
-        }
-        write_nifti(np.moveaxis(probabilities, 0, -1), self.affine, self.output_dir / files["label_pv"])
-        label_image = nib.Nifti1Image(labels, self.affine)
-        label_image.set_qform(self.affine, code=4)
-        label_image.set_sform(self.affine, code=4)
-        atomic_path(self.output_dir / files["label"], lambda tmp: nib.save(label_image, str(tmp)))
-        for contrast, volume in images.items():
-            write_nifti(volume, self.affine, self.output_dir / files[contrast])
-        sidecar = self.sidecar(index, lesions, files)
-        caption = f"sample {index}: asked {'+'.join(sidecar['requested_lesions']) or 'healthy'}"
-        caption += f" | found {'+'.join(sidecar['present_lesions']) or 'none'}"
-        preview = sample_preview(labels, images, caption, self.label_names, self.lesion_names)
-        write_png(preview, self.output_dir / files["preview"])
-        return write_json(sidecar, self.output_dir / f"{stem}.json")
-
     def run(self) -> list[Path]:
         """Generate and write every sample; returns the sidecar paths."""
-        from tqdm.auto import tqdm
-
-        written = []
-        for index in tqdm(range(len(self.conditions)), desc="samples", disable=not self.progress):
-            probabilities, images = self.generate(index)
-            written.append(self.write(index, probabilities, images))
-        return written
+        files = write_samples(self, self.writer, self.output_dir, len(self.conditions), self.batch_size)
+        return [self.output_dir / f["sidecar"] for f in files]

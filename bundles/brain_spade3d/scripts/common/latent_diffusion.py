@@ -229,10 +229,22 @@ class ConditionalLatentSampler:
         latent = noise
         condition = condition.to(device=noise.device, dtype=noise.dtype)
         steps = tqdm(self.scheduler.timesteps, desc=description, leave=False, disable=not self.progress)
-        step_kwargs = {"eta": self.eta, "generator": self.step_generator(noise)} if self.eta > 0 else {}
+        # one step-noise generator per item, seeded from that item's noise: item b of a batch follows the
+        # same path as when it is sampled alone
+        generators = [self.step_generator(noise[b : b + 1]) for b in range(noise.shape[0])] if self.eta > 0 else []
         for t in steps:
             model_output = self.predict_noise(diffusion, latent, t, condition)
-            latent, _ = self.scheduler.step(model_output, int(t), latent, **step_kwargs)
+            if not generators:
+                latent, _ = self.scheduler.step(model_output, int(t), latent)
+                continue
+            latent = torch.cat(
+                [
+                    self.scheduler.step(model_output[b : b + 1], int(t), latent[b : b + 1], eta=self.eta, generator=g)[
+                        0
+                    ]
+                    for b, g in enumerate(generators)
+                ]
+            )
         return latent
 
     @torch.no_grad()

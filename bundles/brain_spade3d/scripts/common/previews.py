@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["captioned", "grid", "scatter_panel", "side_by_side", "triplanar"]
+__all__ = ["captioned", "grid", "histogram_panel", "scatter_panel", "side_by_side", "triplanar"]
 
 
 def _to_uint8(plane: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -99,6 +99,70 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
+class _Axes:
+    """A white panel with a framed plot area, ticks and labels; maps data to pixel coordinates."""
+
+    def __init__(
+        self,
+        x_span: tuple[float, float],
+        y_span: tuple[float, float],
+        title: str,
+        x_label: str,
+        y_label: str,
+        size: tuple[int, int],
+    ) -> None:
+        self.width, self.height = size
+        self.left, self.right, self.top, self.bottom = 76, 16, 28, 48
+        (self.x_low, self.x_high), (self.y_low, self.y_high) = x_span, y_span
+        self.image = Image.new("RGB", size, "white")
+        self.draw = ImageDraw.Draw(self.image)
+        font = ImageFont.load_default()
+        draw, width, height, left, top, bottom = self.draw, self.width, self.height, self.left, self.top, self.bottom
+        draw.rectangle([left, top, width - self.right, height - bottom], outline="black")
+        for tick in _nice_ticks(*x_span):
+            u, _ = self.to_pixel(tick, self.y_low)
+            draw.line([u, height - bottom, u, height - bottom + 4], fill="black")
+            text = f"{tick:.3g}"
+            draw.text((u - draw.textlength(text, font=font) / 2, height - bottom + 6), text, fill="black", font=font)
+        for tick in _nice_ticks(*y_span):
+            _, v = self.to_pixel(self.x_low, tick)
+            draw.line([left - 4, v, left, v], fill="black")
+            text = f"{tick:.4g}"
+            draw.text((left - 8 - draw.textlength(text, font=font), v - 6), text, fill="black", font=font)
+        draw.text((left, 8), title, fill="black", font=font)
+        x_label_width = draw.textlength(x_label, font=font)
+        draw.text(
+            (left + (width - left - self.right - x_label_width) / 2, height - 18), x_label, fill="black", font=font
+        )
+        label = Image.new("RGB", (int(draw.textlength(y_label, font=font)) + 4, 14), "white")
+        ImageDraw.Draw(label).text((2, 0), y_label, fill="black", font=font)
+        rotated = label.rotate(90, expand=True)
+        self.image.paste(rotated, (2, top + max(0, (height - top - bottom - rotated.height) // 2)))
+
+    def to_pixel(self, px: float, py: float) -> tuple[float, float]:
+        u = self.left + (px - self.x_low) / (self.x_high - self.x_low) * (self.width - self.left - self.right)
+        v = (
+            self.height
+            - self.bottom
+            - (py - self.y_low) / (self.y_high - self.y_low) * (self.height - self.top - self.bottom)
+        )
+        return u, v
+
+
+def _span(values: np.ndarray) -> tuple[float, float]:
+    """Data range with a margin; a unit range when there is nothing to show."""
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    pad = (high - low) * 0.08 or max(abs(low) * 0.1, 0.5)
+    return low - pad, high + pad
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    return array[np.isfinite(array)]
+
+
 def scatter_panel(
     x: Sequence[float],
     y: Sequence[float],
@@ -108,48 +172,31 @@ def scatter_panel(
     size: tuple[int, int] = (420, 360),
 ) -> Image.Image:
     """A labelled scatter plot with axes and ticks, white background."""
-    width, height = size
-    left, right, top, bottom = 76, 16, 28, 48
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     finite = np.isfinite(xs) & np.isfinite(ys)
     xs, ys = xs[finite], ys[finite]
-
-    def span(values: np.ndarray) -> tuple[float, float]:
-        if values.size == 0:
-            return 0.0, 1.0
-        low, high = float(values.min()), float(values.max())
-        pad = (high - low) * 0.08 or max(abs(low) * 0.1, 0.5)
-        return low - pad, high + pad
-
-    (x_low, x_high), (y_low, y_high) = span(xs), span(ys)
-
-    def to_pixel(px: float, py: float) -> tuple[float, float]:
-        u = left + (px - x_low) / (x_high - x_low) * (width - left - right)
-        v = height - bottom - (py - y_low) / (y_high - y_low) * (height - top - bottom)
-        return u, v
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for tick in _nice_ticks(x_low, x_high):
-        u, _ = to_pixel(tick, y_low)
-        draw.line([u, height - bottom, u, height - bottom + 4], fill="black")
-        text = f"{tick:.3g}"
-        draw.text((u - draw.textlength(text, font=font) / 2, height - bottom + 6), text, fill="black", font=font)
-    for tick in _nice_ticks(y_low, y_high):
-        _, v = to_pixel(x_low, tick)
-        draw.line([left - 4, v, left, v], fill="black")
-        text = f"{tick:.4g}"
-        draw.text((left - 8 - draw.textlength(text, font=font), v - 6), text, fill="black", font=font)
+    axes = _Axes(_span(xs), _span(ys), title, x_label, y_label, size)
     for px, py in zip(xs, ys):
-        u, v = to_pixel(px, py)
-        draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=(31, 119, 180), outline="black")
-    draw.text((left, 8), title, fill="black", font=font)
-    x_label_width = draw.textlength(x_label, font=font)
-    draw.text((left + (width - left - right - x_label_width) / 2, height - 18), x_label, fill="black", font=font)
-    label = Image.new("RGB", (int(draw.textlength(y_label, font=font)) + 4, 14), "white")
-    ImageDraw.Draw(label).text((2, 0), y_label, fill="black", font=font)
-    rotated = label.rotate(90, expand=True)
-    image.paste(rotated, (2, top + max(0, (height - top - bottom - rotated.height) // 2)))
-    return image
+        u, v = axes.to_pixel(px, py)
+        axes.draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=(31, 119, 180), outline="black")
+    return axes.image
+
+
+def histogram_panel(
+    values: Sequence[float],
+    title: str,
+    x_label: str,
+    bins: int = 20,
+    size: tuple[int, int] = (420, 300),
+) -> Image.Image:
+    """A labelled histogram (counts per bin) of the finite ``values``, white background."""
+    finite = _finite(values)
+    low, high = _span(finite)
+    counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    axes = _Axes((low, high), (0.0, max(1.0, float(counts.max(initial=0)) * 1.1)), title, x_label, "count", size)
+    for count, left_edge, right_edge in zip(counts, edges[:-1], edges[1:]):
+        if count:
+            u0, v0 = axes.to_pixel(left_edge, float(count))
+            u1, v1 = axes.to_pixel(right_edge, 0.0)
+            axes.draw.rectangle([u0, v0, u1, v1], fill=(31, 119, 180), outline="black")
+    return axes.image

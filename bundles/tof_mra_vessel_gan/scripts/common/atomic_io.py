@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "write_nifti", "write_png"]
+__all__ = [
+    "atomic_path",
+    "prepare_output_dir",
+    "stale_temporaries",
+    "temporary_target",
+    "write_json",
+    "write_nifti",
+    "write_png",
+]
+
+#: ``.tmp-<pid>-<final name>``: the name :func:`atomic_path` writes before renaming.
+_TEMPORARY = re.compile(r"^\.tmp-(\d+)-(.+)$")
 
 
 def atomic_path(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -53,3 +65,41 @@ def write_nifti(volume: np.ndarray, affine: np.ndarray, path: str | os.PathLike)
 def write_png(image: Any, path: str | os.PathLike) -> Path:
     """A PIL image as PNG, atomically."""
     return atomic_path(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def temporary_target(name: str) -> str | None:
+    """The final file name an :func:`atomic_path` temporary called ``name`` was meant for, else None."""
+    match = _TEMPORARY.match(name)
+    return match.group(2) if match else None
+
+
+def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files under ``folder`` (any depth) that a killed writer left behind."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob(".tmp-*") if p.is_file() and temporary_target(p.name) is not None)
+
+
+def prepare_output_dir(path: str | os.PathLike, key: str = "output_dir") -> Path:
+    """Prove ``path`` writable with a probe file, before any sample is computed.
+
+    A file in the way or a read-only folder would otherwise be found only when the first sample is
+    written, after its whole computation. A folder that does not exist yet is not created here (a
+    later refusal must leave nothing behind): the probe goes into its nearest existing parent, which
+    must be a folder. The error names the config key and the path.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is below {existing}, which is a file"
+        raise NotADirectoryError(f"{key} {path} {where}, not a folder")
+    probe = existing / f".tmp-{os.getpid()}-write-probe"
+    try:
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"{key} {path} is not writable ({existing}: {error.strerror or error})") from error
+    return path
