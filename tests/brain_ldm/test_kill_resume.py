@@ -87,7 +87,7 @@ def test_the_kill_was_real_and_mid_epoch(runs: dict) -> None:
 
 def test_resume_skips_the_cut_checkpoint_and_says_why(runs: dict) -> None:
     log = runs["resumed"]
-    assert "skipped checkpoint" in log and "checkpoint_epoch=3.pt: it does not load" in log
+    assert "skipped checkpoint" in log and "checkpoint_epoch=3.pt: it is truncated or not a PyTorch checkpoint" in log
     assert "resumed at epoch 2, iteration 4 from" in log and "checkpoint_epoch=2.pt" in log
     assert not list(runs["checkpoints"].glob(".tmp-*"))
 

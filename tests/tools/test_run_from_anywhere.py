@@ -23,9 +23,9 @@ TINY_RUNS = {
     "tof_mra_vessel_gan": {"n_samples": 1},
 }
 EXPECTED = {
-    "brain_ldm": {"sample_000.nii.gz", "sample_000.json", "sample_000.png"},
-    "brain_spade3d": {"sample_000_T1w.nii.gz", "sample_000_label.nii.gz", "sample_000.json"},
-    "tof_mra_vessel_gan": {"pair_00000_image.nii.gz", "pair_00000_label.nii.gz", "generation.json"},
+    "brain_ldm": {"sample_000000.nii.gz", "sample_000000.json", "sample_000000.png"},
+    "brain_spade3d": {"sample_000000_T1w.nii.gz", "sample_000000_label.nii.gz", "sample_000000.json"},
+    "tof_mra_vessel_gan": {"pair_000000_image.nii.gz", "pair_000000_label.nii.gz", "generation.json"},
 }
 
 

@@ -90,7 +90,7 @@ def test_resume_takes_the_newest_checkpoint_that_loads(tmp_path: Path, caplog: p
     text = caplog.text
     assert f"skipped checkpoint {tmp_path / 'checkpoint_epoch=5.pt'}: it lacks ['trainer']" in text
     assert "checkpoint_epoch=4.pt: it holds non-finite values in 'net.weight'" in text
-    assert "checkpoint_epoch=3.pt: it does not load (" in text
+    assert "checkpoint_epoch=3.pt: it is truncated or not a PyTorch checkpoint (" in text
     assert "resumed at epoch 2, iteration 4 from" in text
     torch.testing.assert_close(network.weight, good["net"]["weight"])
 
