@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_non_negative_int", "check_positive_int"]
+__all__ = ["check_choice", "check_non_negative_int", "check_positive_int"]
 
 
 def _check_int(name: str, value: Any, minimum: int, wording: str) -> int:
@@ -23,3 +24,10 @@ def check_positive_int(name: str, value: Any) -> int:
 def check_non_negative_int(name: str, value: Any) -> int:
     """``value`` as an int >= 0, e.g. a seed (booleans and fractions are refused)."""
     return _check_int(name, value, 0, "non-negative")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else an error naming the config key ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
+    return value
