@@ -220,8 +220,12 @@ class ConditionalLatentSampler:
         condition: torch.Tensor,
         noise: torch.Tensor,
         description: str = "denoising",
+        max_steps: int | None = None,
     ) -> torch.Tensor:
-        """Run the reverse process from ``noise`` (B, *latent_shape) for a (B, K) ``condition``."""
+        """Run the reverse process from ``noise`` (B, *latent_shape) for a (B, K) ``condition``.
+
+        ``max_steps`` stops after that many steps of the full schedule (a benchmark times the first few).
+        """
         from tqdm.auto import tqdm
 
         self.scheduler.set_timesteps(self.num_inference_steps, device=noise.device)
@@ -229,7 +233,9 @@ class ConditionalLatentSampler:
         condition = condition.to(device=noise.device, dtype=noise.dtype)
         steps = tqdm(self.scheduler.timesteps, desc=description, leave=False, disable=not self.progress)
         step_kwargs = {"eta": self.eta, "generator": self.step_generator(noise)} if self.eta > 0 else {}
-        for t in steps:
+        for index, t in enumerate(steps):
+            if max_steps is not None and index >= max_steps:
+                break
             model_output = self.predict_noise(diffusion, latent, t, condition)
             latent, _ = self.scheduler.step(model_output, int(t), latent, **step_kwargs)
         return latent
