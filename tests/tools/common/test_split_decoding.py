@@ -76,3 +76,15 @@ def test_unsupported_decoders_and_bad_arguments_are_named():
         select_decoder(autoencoder("demo"), "tiles")
     with pytest.raises(ValueError, match="needs a MONAI AutoencoderKL"):
         SplitDecoder(torch.nn.Linear(2, 2))
+
+
+def test_channels_last_decode_equals_the_whole_decode_within_the_lever_tolerance():
+    network = autoencoder("ukb")
+    latent = torch.randn(1, 3, 3, 5, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole = network.decode_stage_2_outputs(latent)
+        channels_last = select_decoder(network, "whole", channels_last=True)(latent)
+    assert network.decoder.blocks[0].conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(channels_last, whole, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="decode_channels_last applies to decode_mode 'whole'"):
+        select_decoder(network, "split", channels_last=True)

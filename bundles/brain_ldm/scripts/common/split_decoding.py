@@ -27,7 +27,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.blocks.upsample import UpSample
 from monai.networks.nets.autoencoderkl import AEKLResBlock
 
-__all__ = ["DECODE_MODES", "SplitDecoder", "select_decoder"]
+__all__ = ["DECODE_MODES", "ChannelsLastDecode", "SplitDecoder", "select_decoder"]
 
 DECODE_MODES = ("whole", "split")
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -260,16 +260,35 @@ class SplitDecoder(torch.nn.Module):
         return self._materialize(source, list(self._bounds(source.shape, dim, output_voxels))).tensor
 
 
+class ChannelsLastDecode:
+    """A decode run in the channels-last memory format (oneDNN's faster 3-D convolutions on CPU).
+
+    The autoencoder's weights are converted in place; the result is returned contiguous.
+    """
+
+    def __init__(self, autoencoder: torch.nn.Module, decode: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        autoencoder.to(memory_format=torch.channels_last_3d)
+        self.decode = decode
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decode(latent.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+
+
 def select_decoder(
-    autoencoder: torch.nn.Module, decode_mode: str = "whole", decode_splits: int = 16
+    autoencoder: torch.nn.Module, decode_mode: str = "whole", decode_splits: int = 16, channels_last: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The latent -> image callable for an ``inference.json`` ``decode_mode`` key.
+    """The latent -> image callable for the ``inference.json`` keys ``decode_mode`` and ``decode_channels_last``.
 
     ``"whole"`` is ``autoencoder.decode_stage_2_outputs``; ``"split"`` the exact slab-wise
-    :class:`SplitDecoder` with ``decode_splits`` slabs at full resolution.
+    :class:`SplitDecoder` with ``decode_splits`` slabs at full resolution. ``channels_last`` runs a
+    3-D whole decode in the channels-last memory format.
     """
     if decode_mode not in DECODE_MODES:
         raise ValueError(f"decode_mode={decode_mode!r} must be one of {DECODE_MODES}")
-    if decode_mode == "whole":
-        return autoencoder.decode_stage_2_outputs
-    return SplitDecoder(autoencoder, decode_splits)
+    if decode_mode == "split":
+        if channels_last:
+            raise ValueError("decode_channels_last applies to decode_mode 'whole' only")
+        return SplitDecoder(autoencoder, decode_splits)
+    if channels_last:
+        return ChannelsLastDecode(autoencoder, autoencoder.decode_stage_2_outputs)
+    return autoencoder.decode_stage_2_outputs
