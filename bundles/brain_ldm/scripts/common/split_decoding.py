@@ -9,10 +9,11 @@ result because GroupNorm needs statistics over the whole volume.
 :class:`SplitDecoder` runs the decoder's own modules (the same weights) along one spatial axis in
 slabs: every 3x3 convolution reads its slab plus a one-row halo and keeps the inner rows, which is
 exact because the convolutions have stride 1 and "same" padding; every GroupNorm first accumulates
-per-group sums over all slabs (in float64) and then normalises slab by slab. Only the inputs and
-outputs of each residual block are stored whole; a nearest-upsampling followed by a block that
-reduces the channel count is never stored at all (it is recomputed per pass), since at full
-resolution it would be the largest tensor of the decode.
+per-group sums over all slabs (in float64) and then normalises slab by slab. At most one full-size
+tensor per residual block is stored (its input, overwritten by its output; the hidden activation is
+recomputed instead), and a nearest-upsampling followed by a block that reduces the channel count is
+never stored at all (it is recomputed per pass), since at full resolution it would be the largest
+tensor of the decode. Memory is traded for compute: the split decode is slower than the whole one.
 """
 
 from __future__ import annotations
@@ -189,31 +190,39 @@ class SplitDecoder(torch.nn.Module):
         return _Stored(out, source.dim)
 
     def _res_block(self, block: AEKLResBlock, source: Source, bounds: Bounds) -> _Stored:
-        """``x + conv2(silu(norm2(conv1(silu(norm1(x))))))`` with x read once per pass, output in place."""
-        identity = isinstance(block.nin_shortcut, torch.nn.Identity)
-        if identity:
+        """``shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))`` holding one full-size tensor.
+
+        With a stored input, the hidden activation is recomputed per pass (never stored) and the output
+        overwrites the input; with an upsampled (lazy) input, the hidden activation is stored and the
+        output overwrites it. Slab outputs are written once no later slab reads the rows they replace.
+        """
+        dim = source.dim
+        if isinstance(block.nin_shortcut, torch.nn.Identity):
             source = self._materialize(source, bounds)
         first = self._group_norm(block.norm1, source, bounds, silu=True)
-        hidden = self._empty(source, block.conv1.conv.out_channels)
-        residual = source.tensor if identity else self._empty(source, block.conv2.conv.out_channels)
-        halo, length, dim = _halo(block.conv1), source.shape[source.dim], source.dim
-        for start, stop in bounds:
-            low, high = max(start - halo, 0), min(stop + halo, length)
-            rows = source.rows(low, high)
-            hidden.narrow(dim, start, stop - start).copy_(
-                block.conv1(first(rows)).narrow(dim, start - low, stop - start)
-            )
-            if not identity:
-                inner = rows.narrow(dim, start - low, stop - start)
-                residual.narrow(dim, start, stop - start).copy_(block.nin_shortcut(inner))
-            del rows
-        hidden_source = _Stored(hidden, dim)
-        second = self._group_norm(block.norm2, hidden_source, bounds, silu=True)
-        for start, stop in bounds:  # residual rows are read and written at the same place: in place is safe
-            residual.narrow(dim, start, stop - start).add_(
-                self._conv_rows(block.conv2, hidden_source, start, stop, second)
-            )
-        return _Stored(residual, dim)
+        hidden_shape = (source.shape[0], block.conv1.conv.out_channels, *source.shape[2:])
+        hidden: Source = _Lazy(
+            hidden_shape, dim, lambda start, stop: self._conv_rows(block.conv1, source, start, stop, first)
+        )
+        if isinstance(source, _Lazy):
+            hidden = self._materialize(hidden, bounds)
+        second = self._group_norm(block.norm2, hidden, bounds, silu=True)
+        if isinstance(hidden, _Stored):
+            target, reach = hidden.tensor, _halo(block.conv2)
+        elif isinstance(block.nin_shortcut, torch.nn.Identity):
+            target, reach = source.tensor, _halo(block.conv2) + _halo(block.conv1)
+        else:
+            target, reach = self._empty(source, block.conv2.conv.out_channels), 0
+        pending: list[tuple[int, int, torch.Tensor]] = []
+        for start, stop in bounds + [(-1, -1)]:  # the sentinel flushes what is left
+            read_from = max(start - reach, 0) if start >= 0 else math.inf
+            while pending and pending[0][1] <= read_from:  # no later slab reads these rows any more
+                done_start, done_stop, value = pending.pop(0)
+                target.narrow(dim, done_start, done_stop - done_start).copy_(value)
+            if start >= 0:
+                value = self._conv_rows(block.conv2, hidden, start, stop, second)
+                pending.append((start, stop, value.add_(block.nin_shortcut(source.rows(start, stop)))))
+        return _Stored(target, dim)
 
     def _upsample(self, block: UpSample, source: _Stored) -> _Lazy:
         """Nearest x2 then the post-convolution, as rows computed on demand from the stored input."""
