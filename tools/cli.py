@@ -20,9 +20,10 @@ def sync_common(check: bool = False) -> None:
 
 
 def _commands() -> dict:
-    from tools import dataset_bench, demo_data, download, inspect_bundle, large_files, packaging, verify
+    from tools import bench, dataset_bench, demo_data, download, inspect_bundle, large_files, packaging, verify
 
     return {
+        "bench": bench.bench,
         "verify": verify.verify_cli,
         "package": packaging.package_cli,
         "download": download.download_cli,

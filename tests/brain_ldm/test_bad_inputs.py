@@ -22,6 +22,9 @@ BAD_VALUES = [
     pytest.param({"brain_vol": "nan"}, "brain_vol=nan is outside [0, 1]", id="nan"),
     pytest.param({"condition": [0.1, 0.2, 0.3]}, "condition[0]: expected 4 values", id="three-condition-values"),
     pytest.param({"profile": "adni"}, "profile='adni' is not one of ['demo', 'ukb']", id="unknown-profile"),
+    pytest.param({"solver": "heun"}, "solver='heun' is not one of ['ddim', 'dpmpp_2m']", id="unknown-solver"),
+    pytest.param({"decode_mode": "tiles"}, "decode_mode='tiles' is not one of ['whole', 'split']", id="decode-mode"),
+    pytest.param({"decode_splits": 0}, "decode_splits=0 must be a positive integer", id="decode-splits"),
 ]
 
 

@@ -143,3 +143,26 @@ def test_latent_stats_round_trip_and_errors(tmp_path: Path) -> None:
     path.write_text('{"scale_factor": -1}')
     with pytest.raises(ValueError, match="must be a positive finite number"):
         read_scale_factor(path)
+
+
+def test_batched_guidance_is_one_call_per_step_with_the_same_latent() -> None:
+    calls = []
+
+    def diffusion(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        per_item = context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1, 1)
+        return 0.1 * x[:, :3] * per_item + per_item + 0.001 * timesteps.reshape(-1, 1, 1, 1, 1)
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", clip_sample=False)
+    condition = torch.tensor([[0.2, 0.4, 0.6, 0.8], [0.9, 0.1, 0.5, 0.3]])
+    noise = torch.randn(2, 3, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    latents = {}
+    for batched in (False, True):
+        sampler = ConditionalLatentSampler(
+            scheduler, 4, (3, 2, 2, 2), guidance_scale=3.0, progress=False, batch_guidance=batched
+        )
+        calls.clear()
+        latents[batched] = sampler.sample_latent(diffusion, condition, noise)
+        assert calls == ([4] * 4 if batched else [2] * 8)
+    torch.testing.assert_close(latents[True], latents[False], rtol=0, atol=1e-6)
+    assert latents[True].abs().max() > 0
