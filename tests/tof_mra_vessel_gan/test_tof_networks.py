@@ -13,7 +13,7 @@ def _parameters(module: torch.nn.Module) -> int:
 def test_paper_size_networks_have_the_published_shapes(bundle_scripts):
     networks = bundle_scripts.networks
     generator, critic = networks.PairGenerator(ngf=96), networks.PairCritic(ndf=96)
-    # PAPERS.md: G 44 M and D 39 M parameters at ngf = ndf = 96
+    # Kossen et al. 2021 (docs/references.md): G 44 M and D 39 M parameters at ngf = ndf = 96
     assert round(_parameters(generator) / 1e6) == 44 and round(_parameters(critic) / 1e6) == 39
     sizes = []
     hooks = [b.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for b in generator.blocks]

@@ -3,7 +3,7 @@
 Each subject is the template warped by a smooth random diffeomorphism that also enlarges the
 ventricles and scales the head, with age-dependent cortical atrophy, optional inserted lesions,
 a bias field and Rician noise. Labels are partial-volume maps in the 10-channel order of
-PAPERS.md §2; the conditioning values are measured on those maps, never sampled directly, so a
+brainSPADE3D (docs/references.md); the conditioning values are measured on those maps, never sampled directly, so a
 model that learns them learns something measurable. docs/data_card.md says what this data is not.
 """
 

@@ -35,7 +35,7 @@ __all__ = [
     "resolve_pathologies",
 ]
 
-#: Channel order of the partial-volume label maps (PAPERS.md §2).
+#: Channel order of the partial-volume label maps (brainSPADE3D; docs/references.md).
 LABEL_NAMES = ("background", "csf", "gm", "wm", "deep_gm", "brainstem", "wmh", "tumour", "edema", "enhancing")
 #: The conditioned lesions, in context-vector order; their channels are the last four of LABEL_NAMES.
 LESION_NAMES = ("wmh", "tumour", "edema", "enhancing")
