@@ -25,14 +25,18 @@ the second value is the distance that sampling alone produces between two real s
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["FEATURE_NAMES", "FrechetFeatureDistance", "feature_matrix", "radiomics_features"]
+from .atomic_io import write_json
+from .synthetic_folder import read_synthetic_folder
+
+__all__ = ["FEATURE_NAMES", "FrechetFeatureDistance", "feature_matrix", "folder_distance", "radiomics_features"]
 
 INTENSITY_NAMES = ["mean", "std", "skewness", "kurtosis", "p10", "p25", "p50", "p75", "p90", "histogram_entropy"]
 TEXTURE_NAMES = [f"glcm_{n}" for n in ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "entropy")]
@@ -193,3 +197,35 @@ class FrechetFeatureDistance:
             "note": "Fréchet distance (MONAI FIDMetric) of 20 standardised intensity, co-occurrence and "
             "intensity-band features; not FID. real_split_half: the same distance between two halves of the real set",
         }
+
+
+def folder_distance(
+    distance: FrechetFeatureDistance,
+    synthetic_dir: str | os.PathLike,
+    pattern: str,
+    load: Callable[[str], torch.Tensor],
+    real_images: Callable[[], Sequence[np.ndarray | torch.Tensor]],
+    output_path: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The distance of the samples written in ``synthetic_dir`` (plain or with a manifest) to ``real_images``.
+
+    For bundles whose evaluation does not generate images itself (the TOF patch GAN); the report is
+    written to ``output_path`` only after every file was read and the distance computed.
+    """
+    samples, _ = read_synthetic_folder(synthetic_dir, pattern)
+    real = list(real_images())
+    if not real:
+        raise ValueError("the real set of the distance is empty")
+    shape = tuple(torch.as_tensor(real[0]).shape)
+    generated = []
+    for sample in samples:
+        image = torch.as_tensor(load(str(sample.path)))
+        if tuple(image.shape) != shape:
+            raise ValueError(
+                f"synthetic sample {sample.path} has shape {tuple(image.shape)}; the real images have {shape}"
+            )
+        generated.append(image)
+    report = {**(metadata or {}), "synthetic_dir": str(synthetic_dir), **distance(generated, real)}
+    write_json(report, output_path)
+    return report

@@ -66,16 +66,16 @@ def _item_name(value: Any, fallback: str) -> str:
 
 
 def _picture(image: torch.Tensor) -> Any:
-    array = image.detach().cpu().float().numpy()
-    array = array.reshape(array.shape[-3:]) if array.ndim >= 3 and np.prod(array.shape[:-3]) == 1 else array
-    if array.ndim == 3 and min(array.shape) > 1:
-        return triplanar(array, (float(array.min()), float(array.max()) or 1.0))
+    """A tile of one image: 3D volumes tri-planar, 2D patches as they are, multi-channel maps as their argmax."""
     from PIL import Image
 
-    plane = array.reshape(array.shape[-2:])
-    low, high = float(plane.min()), float(plane.max())
-    scaled = (plane - low) / (high - low) if high > low else np.zeros_like(plane)
-    return Image.fromarray((scaled.T[::-1] * 255).astype(np.uint8)).resize((plane.shape[0] * 2, plane.shape[1] * 2))
+    channels = image.detach().cpu().float().numpy()  # (C, *S)
+    array = channels[0] if len(channels) == 1 else channels.argmax(0).astype(np.float32)
+    low, high = float(array.min()), float(array.max())
+    if array.ndim == 3:
+        return triplanar(array, (low, high if high > low else low + 1.0))
+    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return Image.fromarray((scaled.T[::-1] * 255).astype(np.uint8)).resize((array.shape[0] * 2, array.shape[1] * 2))
 
 
 class MemorisationScreen:
