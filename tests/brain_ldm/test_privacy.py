@@ -13,8 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.brain_ldm.ldm_helpers import BUNDLE, SPATIAL_SHAPE, run_bundle
-from tools.common.atomic_io import write_json, write_nifti
+from tests.brain_ldm.ldm_helpers import (
+    BUNDLE,
+    SPATIAL_SHAPE,
+    plant_sample,
+    run_bundle,
+    training_image_on_sample_grid,
+)
+from tools.common.atomic_io import write_nifti
 
 pytestmark = pytest.mark.slow
 
@@ -25,30 +31,6 @@ def samples(sampling_overrides: dict, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("samples")
     run_bundle(BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(out), "n_samples": 3})
     return out
-
-
-def _training_image(cohort: Path, index: int = 0) -> tuple[np.ndarray, dict]:
-    """A training subject on the sample grid (centre crop, as privacy.json loads it) and its datalist item."""
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ResizeWithPadOrCropd
-
-    item = json.loads((cohort / "datalist.json").read_text())["training"][index]
-    load = Compose(
-        [
-            LoadImaged("image", image_only=True),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS", labels=None),
-            ResizeWithPadOrCropd("image", SPATIAL_SHAPE),
-        ]
-    )
-    return np.asarray(load({"image": str(cohort / item["image"])})["image"][0]), item
-
-
-def _plant(folder: Path, name: str, volume: np.ndarray, condition: list[float], like: Path) -> None:
-    affine = np.asarray(json.loads(like.read_text())["affine"])
-    write_nifti(volume, affine, folder / f"{name}.nii.gz")
-    sidecar = json.loads(like.read_text())
-    sidecar["conditioning"] = dict(zip(["sex", "age", "ventricular_vol", "brain_vol"], condition))
-    write_json(sidecar, folder / f"{name}.json")
 
 
 def _screen(sampling_overrides: dict, cohort: Path, synthetic: Path, out: Path, check: bool = True, **extra):
@@ -67,10 +49,10 @@ def test_planted_copies_are_flagged_and_filtered(
 ) -> None:
     synthetic = tmp_path / "synthetic"
     shutil.copytree(samples, synthetic)
-    volume, item = _training_image(brain_cohort, 0)
+    volume, item = training_image_on_sample_grid(brain_cohort, 0)
     noisy = np.clip(volume + np.random.default_rng(0).normal(0, 0.02, volume.shape), 0, 1)
-    _plant(synthetic, "sample_900", volume, item["condition"], samples / "sample_000.json")
-    _plant(synthetic, "sample_901", noisy, item["condition"], samples / "sample_000.json")
+    plant_sample(synthetic, "sample_900", volume, item["condition"], samples / "sample_000.json")
+    plant_sample(synthetic, "sample_901", noisy, item["condition"], samples / "sample_000.json")
     out = tmp_path / "screen"
     _screen(sampling_overrides, brain_cohort, synthetic, out)
 
@@ -102,8 +84,8 @@ def test_a_manifest_folder_keeps_its_columns(
 ) -> None:
     synthetic = tmp_path / "synthetic"
     shutil.copytree(samples, synthetic)
-    volume, item = _training_image(brain_cohort, 1)
-    _plant(synthetic, "copy", volume, item["condition"], samples / "sample_000.json")
+    volume, item = training_image_on_sample_grid(brain_cohort, 1)
+    plant_sample(synthetic, "copy", volume, item["condition"], samples / "sample_000.json")
     names = ["sample_000.nii.gz", "sample_001.nii.gz", "copy.nii.gz"]  # sample_002 is not listed
     columns = ["index", "seed", "image", "sha256"]
     with open(synthetic / "manifest.csv", "w", newline="") as handle:

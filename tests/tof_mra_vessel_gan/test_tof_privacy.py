@@ -46,7 +46,7 @@ def test_planted_training_patches_are_flagged(
     assert report["n_synthetic"] == 8 and report["n_train"] == 3 * 8 and report["n_heldout"] == 2 * 8
     flagged = {entry["file"]: entry for entry in report["flagged"]}
     for name in ("pair_900_image.nii.gz", "pair_901_image.nii.gz"):
-        assert flagged[name]["nearest_training"] == f"{item['patient']} #3"
+        assert flagged[name]["nearest_training"] == f"{item['patient']} patch 3"
     assert flagged["pair_900_image.nii.gz"]["correlation"] == pytest.approx(1.0, abs=1e-6)
     assert "pair_900" not in (out / "retained_manifest.csv").read_text()
 

@@ -95,6 +95,7 @@ class MemorisationScreen:
         n_pairs: closest pairs drawn in the picture.
         datalist_item: retained sample -> training item of the bundle's datalist; None writes no datalist.
         datalist_splits: other splits copied into the retained datalist (e.g. the real validation split).
+        image_key: item key of the real image that is embedded (e.g. ``label`` for label maps).
         name_key: item key naming a real image in the report.
         batch_size: images embedded together.
         metadata: provenance copied into the report.
@@ -116,6 +117,7 @@ class MemorisationScreen:
         n_pairs: int = 6,
         datalist_item: Callable[[SyntheticSample], dict[str, Any]] | None = None,
         datalist_splits: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+        image_key: str = "image",
         name_key: str = "subject",
         batch_size: int = 4,
         metadata: Mapping[str, Any] | None = None,
@@ -138,6 +140,7 @@ class MemorisationScreen:
         self.n_pairs = int(n_pairs)
         self.datalist_item = datalist_item
         self.datalist_splits = dict(datalist_splits or {})
+        self.image_key = image_key
         self.name_key = name_key
         self.batch_size = int(batch_size)
         self.metadata = dict(metadata or {})
@@ -147,7 +150,7 @@ class MemorisationScreen:
         items = list(loader())
         if not items:
             raise ValueError(f"the {split} set is empty: the screen needs real {split} images")
-        images = torch.stack([torch.as_tensor(item["image"]).float() for item in items])
+        images = torch.stack([torch.as_tensor(item[self.image_key]).float() for item in items])
         names = [_item_name(item.get(self.name_key), f"{split} {index}") for index, item in enumerate(items)]
         return images, names
 
