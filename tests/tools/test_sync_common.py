@@ -50,8 +50,12 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "checks.py",
         "engines.py",
         "export.py",
+        "feature_extractors.py",
+        "memorisation.py",
         "previews.py",
+        "radiomics_features.py",
         "stopping.py",
+        "synthetic_folder.py",
         "weights.py",
     ]
     # the diffusion bundle reaches the diffusion code (named in its configs and scripts)
