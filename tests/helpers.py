@@ -63,3 +63,9 @@ def run_bundle(
             f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def written_samples(bundle_dir: Path, overrides: dict, folder: Path, n_samples: int) -> Path:
+    """``folder`` filled by the bundle's inference.json with ``n_samples`` samples (the screens' synthetic input)."""
+    run_bundle(bundle_dir, "inference.json", {**overrides, "output_dir": str(folder), "n_samples": n_samples})
+    return folder

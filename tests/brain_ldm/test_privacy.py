@@ -20,6 +20,7 @@ from tests.brain_ldm.ldm_helpers import (
     run_bundle,
     training_image_on_sample_grid,
 )
+from tests.helpers import written_samples
 from tools.common.atomic_io import write_nifti
 
 pytestmark = pytest.mark.slow
@@ -27,10 +28,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def samples(sampling_overrides: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three fresh samples of the tiny model, as inference.json writes them."""
-    out = tmp_path_factory.mktemp("samples")
-    run_bundle(BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(out), "n_samples": 3})
-    return out
+    return written_samples(BUNDLE, sampling_overrides, tmp_path_factory.mktemp("samples"), 3)
+
+
+def _copy(samples: Path, tmp_path: Path) -> Path:
+    """A private copy of the samples that a test may add to or damage."""
+    return Path(shutil.copytree(samples, tmp_path / "synthetic"))
 
 
 def _screen(sampling_overrides: dict, cohort: Path, synthetic: Path, out: Path, check: bool = True, **extra):
@@ -47,8 +50,7 @@ def _screen(sampling_overrides: dict, cohort: Path, synthetic: Path, out: Path, 
 def test_planted_copies_are_flagged_and_filtered(
     brain_cohort: Path, sampling_overrides: dict, samples: Path, tmp_path: Path
 ) -> None:
-    synthetic = tmp_path / "synthetic"
-    shutil.copytree(samples, synthetic)
+    synthetic = _copy(samples, tmp_path)
     volume, item = training_image_on_sample_grid(brain_cohort, 0)
     noisy = np.clip(volume + np.random.default_rng(0).normal(0, 0.02, volume.shape), 0, 1)
     plant_sample(synthetic, "sample_900", volume, item["condition"], samples / "sample_000.json")
@@ -82,8 +84,7 @@ def test_planted_copies_are_flagged_and_filtered(
 def test_a_manifest_folder_keeps_its_columns(
     brain_cohort: Path, sampling_overrides: dict, samples: Path, tmp_path: Path
 ) -> None:
-    synthetic = tmp_path / "synthetic"
-    shutil.copytree(samples, synthetic)
+    synthetic = _copy(samples, tmp_path)
     volume, item = training_image_on_sample_grid(brain_cohort, 1)
     plant_sample(synthetic, "copy", volume, item["condition"], samples / "sample_000.json")
     names = ["sample_000.nii.gz", "sample_001.nii.gz", "copy.nii.gz"]  # sample_002 is not listed
@@ -135,8 +136,7 @@ def _no_sidecar(folder: Path) -> str:
 def test_bad_synthetic_folders_fail_naming_the_file(
     brain_cohort: Path, sampling_overrides: dict, samples: Path, tmp_path: Path, break_folder
 ) -> None:
-    synthetic = tmp_path / "synthetic"
-    shutil.copytree(samples, synthetic)
+    synthetic = _copy(samples, tmp_path)
     name = break_folder(synthetic)
     out = tmp_path / "screen"
     result = _screen(sampling_overrides, brain_cohort, synthetic, out, check=False)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle
+from tests.helpers import written_samples
 from tools.common.atomic_io import atomic_path
 
 pytestmark = pytest.mark.slow
@@ -18,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def samples(sampling_overrides: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("spade_samples")
-    run_bundle(BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(out), "n_samples": 2})
-    return out
+    return written_samples(BUNDLE, sampling_overrides, tmp_path_factory.mktemp("spade_samples"), 2)
 
 
 def _training_label(cohort: Path, like: Path) -> tuple[nib.Nifti1Image, str]:

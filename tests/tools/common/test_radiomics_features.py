@@ -43,6 +43,7 @@ def test_distance_separates_a_shifted_set_from_the_split_half_scale() -> None:
     assert darker["value"] > 5 * like_real["real_split_half"]
     assert darker["value"] > 5 * like_real["value"]
     assert darker["real_split_half"] == like_real["real_split_half"]  # the scale depends on the real set only
+    assert darker["mean_shift_in_real_sd"]["mean"] < -3 < like_real["mean_shift_in_real_sd"]["mean"]
 
 
 @pytest.mark.parametrize(
