@@ -144,3 +144,9 @@ def bundle_scripts_modules(bundle_dir: Path, *names: str) -> Iterator[list[Modul
         for name in [name for name in sys.modules if _is_scripts_module(name)]:
             del sys.modules[name]
         sys.modules.update(owned)
+
+
+def written_samples(bundle_dir: Path, overrides: dict, folder: Path, n_samples: int) -> Path:
+    """``folder`` filled by the bundle's inference.json with ``n_samples`` samples (the screens' synthetic input)."""
+    run_bundle(bundle_dir, "inference.json", {**overrides, "output_dir": str(folder), "n_samples": n_samples})
+    return folder

@@ -6,11 +6,15 @@ Test modules import them as ``from tests.brain_ldm.ldm_helpers import ...``; fix
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
+
 from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
+from tools.common.atomic_io import write_json, write_nifti
 
 BUNDLE = BUNDLES_DIR / "brain_ldm"
 RESOLUTION_MM = 8
@@ -76,3 +80,27 @@ def tiny_diffusion_training(cohort: Path, run_dir: Path, models_dir: Path, max_e
         "preview_interval": 2,
         "num_inference_steps": 3,
     }
+
+
+def training_image_on_sample_grid(cohort: Path, index: int = 0) -> tuple[np.ndarray, dict]:
+    """A training subject on the sample grid (centre crop, as privacy.json loads it) and its datalist item."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ResizeWithPadOrCropd
+
+    item = json.loads((cohort / "datalist.json").read_text())["training"][index]
+    load = Compose(
+        [
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS", labels=None),
+            ResizeWithPadOrCropd("image", SPATIAL_SHAPE),
+        ]
+    )
+    return np.asarray(load({"image": str(cohort / item["image"])})["image"][0]), item
+
+
+def plant_sample(folder: Path, name: str, volume: np.ndarray, condition: list[float], like: Path) -> None:
+    affine = np.asarray(json.loads(like.read_text())["affine"])
+    write_nifti(volume, affine, folder / f"{name}.nii.gz")
+    sidecar = json.loads(like.read_text())
+    sidecar["conditioning"] = dict(zip(["sex", "age", "ventricular_vol", "brain_vol"], condition))
+    write_json(sidecar, folder / f"{name}.json")

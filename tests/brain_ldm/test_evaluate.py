@@ -25,6 +25,7 @@ def _evaluate(brain_cohort: Path, sampling_overrides: dict, out: Path, **extra) 
         "ms_ssim_kernel_size": 3,
         "fidelity_values": [0.1, 0.5, 0.9],
         "fidelity_samples_per_value": 1,
+        "distance_real_splits": ["training", "validation", "test"],  # the split-half scale needs 4 real images
         **extra,
     }
     run_bundle(BUNDLE, ["inference.json", "evaluate.json"], overrides)
@@ -39,6 +40,10 @@ def test_evaluation_report(brain_cohort: Path, sampling_overrides: dict, tmp_pat
         assert -1.0 <= report[key]["ms_ssim"] <= 1.0 and -1.0 <= report[key]["four_g_r_ssim"] <= 1.0
     assert math.isfinite(report["mmd"])
     assert report["fid"]["value"] is None and "not computed" in report["fid"]["note"]
+    distance = report["feature_distance"]
+    assert distance["name"] == "Fréchet radiomics-style feature distance"
+    assert math.isfinite(distance["value"]) and math.isfinite(distance["real_split_half"])
+    assert distance["n_generated"] == distance["n_real_half_b"] == 2 and distance["n_real_half_a"] == 2
     for name in ("ventricular_vol", "brain_vol"):
         sweep = report["conditioning_fidelity"][name]
         assert sweep["requested"] == [0.1, 0.5, 0.9] and len(sweep["measured_ml"]) == 3

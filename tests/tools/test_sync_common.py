@@ -55,10 +55,14 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "dataset_card.py",
         "engines.py",
         "export.py",
+        "feature_extractors.py",
+        "memorisation.py",
         "onnx_runtime.py",
         "previews.py",
         "provenance.py",
+        "radiomics_features.py",
         "stopping.py",
+        "synthetic_folder.py",
         "weights.py",
     ]
     # the diffusion bundle reaches the diffusion code (named in its configs and scripts)

@@ -73,6 +73,9 @@ class GenerativeEvaluation:
         mmd: callable(y, y_pred) -> MMD (MONAI ``MMDMetric``).
         fid_feature_extractor_path: TorchScript 3D feature extractor; None skips FID (and says so).
         fid_metric: callable(generated_features, real_features) -> FID (MONAI ``FIDMetric``).
+        feature_distance: callable(generated, real) -> report of an offline distribution distance
+            (``FrechetFeatureDistance``: radiomics-style features, with its real split-half scale); None skips it.
+        distance_real_images: callable returning the real set of that distance (default: the reference set).
         fidelity_values: requested normalised values for the conditioning sweeps.
         fidelity_base_condition: the condition vector the sweeps start from.
         fidelity_samples_per_value: samples per requested value.
@@ -99,6 +102,8 @@ class GenerativeEvaluation:
         mmd: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         fid_feature_extractor_path: str | None = None,
         fid_metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        feature_distance: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None,
+        distance_real_images: Callable[[], list[Mapping[str, Any]]] | None = None,
         fidelity_values: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
         fidelity_base_condition: Sequence[float] = (0.0, 0.5, 0.5, 0.5),
         fidelity_samples_per_value: int = 2,
@@ -133,6 +138,8 @@ class GenerativeEvaluation:
         self.mmd = mmd
         self.fid_feature_extractor_path = fid_feature_extractor_path
         self.fid_metric = fid_metric
+        self.feature_distance = feature_distance
+        self.distance_real_images = distance_real_images
         self.fidelity_values = [float(v) for v in fidelity_values]
         self.fidelity_base_condition = [float(v) for v in fidelity_base_condition]
         self.fidelity_samples_per_value = int(fidelity_samples_per_value)
@@ -242,6 +249,10 @@ class GenerativeEvaluation:
             count = min(len(real), len(generated))
             report["mmd"] = float(torch.as_tensor(self.mmd(real[:count], generated[:count])).mean())
         report["fid"] = self.fid(generated, real)
+        if self.feature_distance is not None:
+            distance_real = self.distance_real_images() if self.distance_real_images is not None else reference
+            real_images = [torch.as_tensor(item["image"]).float() for item in distance_real]
+            report["feature_distance"] = self.feature_distance(generated, real_images)
         fidelity = self.fidelity()
         report["conditioning_fidelity"] = fidelity
         report["measurement_check_on_real_images"] = self.measurement_check(reference)

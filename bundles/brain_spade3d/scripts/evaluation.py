@@ -207,6 +207,9 @@ class SPADEEvaluation:
         min_lesion_volume_ml: argmax volume from which a lesion counts as present.
         label_names: label classes.
         lesion_names: condition entries; "tumour" must be one of them.
+        feature_distance: callable(generated, real) -> report of an offline distribution distance
+            (``FrechetFeatureDistance``), applied to the synthetic images of evaluation 2 against the real
+            images of ``segmentation_train_split`` in the segmentation contrast; None skips it.
         metadata: provenance copied into the report.
         progress: show progress bars.
     """
@@ -242,6 +245,7 @@ class SPADEEvaluation:
         min_lesion_volume_ml: float = 0.1,
         label_names: Sequence[str] = LABEL_NAMES,
         lesion_names: Sequence[str] = LESION_NAMES,
+        feature_distance: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], dict[str, Any]] | None = None,
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
     ) -> None:
@@ -294,6 +298,7 @@ class SPADEEvaluation:
         self.voxel_ml = float(voxel_ml)
         self.lesion_fraction_max = [float(v) for v in lesion_fraction_max]
         self.min_lesion_volume_ml = float(min_lesion_volume_ml)
+        self.feature_distance = feature_distance
         self.metadata = dict(metadata or {})
         self.progress = progress
 
@@ -436,7 +441,12 @@ class SPADEEvaluation:
         lesion_vectors = torch.as_tensor([list(item["lesion"]) for item in training], dtype=torch.float32)
         conditions = lesion_vectors[torch.arange(self.n_synthetic) % len(lesion_vectors)]
         synthetic = self.synthetic_pairs(conditions, self.seed, "synthetic pairs")
+        distance = None
+        if self.feature_distance is not None:
+            real_images = [self.real_pair(item)["image"] for item in training]
+            distance = self.feature_distance([pair["image"] for pair in synthetic], real_images)
         return {
+            "feature_distance": distance,
             "test_split": self.segmentation_test_split,
             "n_test_pairs": len(tests),
             "real": self._train_and_test([self.real_pair(item) for item in training], tests, self.seed),
@@ -499,12 +509,14 @@ class SPADEEvaluation:
 
     def run(self) -> dict[str, Any]:
         """Every evaluation; the report is written once, at the end."""
+        segmentation = self.segmentation()
         report = {
             "data": "demo data (synthetic phantoms); not a clinical benchmark",
             "protocol": self.protocol(),
             "lesion_presence": self.lesion_presence(),
             "similarity": self.similarity(),
-            "segmentation": self.segmentation(),
+            "segmentation": segmentation,
+            "feature_distance": segmentation.pop("feature_distance"),
             "unexpected_pathology": self.unexpected_pathology(),
             **self.metadata,
         }

@@ -19,7 +19,7 @@ import numpy as np
 from scripts.common.checks import check_positive_int
 from scripts.networks import check_patch_size
 
-__all__ = ["check_enough_patches", "load_patch_pairs", "patient_volumes", "read_datalist"]
+__all__ = ["check_enough_patches", "load_patch_pairs", "named_patches", "patient_volumes", "read_datalist"]
 
 
 def read_datalist(path: str | os.PathLike, split: str) -> tuple[list[dict], Path]:
@@ -144,3 +144,18 @@ def check_enough_patches(pairs: Sequence, batch_size: int, world_size: int = 1) 
             "lower batch_size or add patches"
         )
     return per_process // batch_size
+
+
+def named_patches(datalist: str | os.PathLike, splits: Sequence[str]) -> list[dict[str, Any]]:
+    """Every patch of ``splits`` with a ``name`` "<patient> patch <i>" (i counts within the patient's file).
+
+    The memorisation screen names each synthetic sample's nearest training patch this way.
+    """
+    named = []
+    for split in splits:
+        counts: dict[str, int] = {}
+        for pair in load_patch_pairs(datalist, split):
+            index = counts.get(pair["patient"], 0)
+            counts[pair["patient"]] = index + 1
+            named.append({**pair, "name": f"{pair['patient']} patch {index}"})
+    return named

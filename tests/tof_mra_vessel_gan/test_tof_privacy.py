@@ -1,0 +1,74 @@
+"""Patch screen (privacy.json) and patch distance (evaluate.json) of the TOF GAN, through monai.bundle run."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
+
+
+@pytest.fixture(scope="module")
+def pairs(vivid_generator: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pairs")
+    run_bundle(
+        BUNDLE,
+        ["inference.json", TINY],
+        {"generator_path": str(vivid_generator), "output_dir": str(out), "n_samples": 6},
+    )
+    return out
+
+
+def _run(config: str, vivid_generator: Path, datalist: Path, out: Path, check: bool = True, **extra):
+    overrides = {"generator_path": str(vivid_generator), "dataset_dir": str(datalist.parent), "output_dir": str(out)}
+    return run_bundle(BUNDLE, ["inference.json", TINY, config], {**overrides, **extra}, check=check)
+
+
+def test_planted_training_patches_are_flagged(
+    tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
+) -> None:
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(pairs, synthetic)
+    item = json.loads(tof_datalist.read_text())["training"][1]
+    patch = np.load(tof_datalist.parent / item["patches"])["image"][3]
+    noisy = np.clip(patch + np.random.default_rng(0).normal(0, 0.05, patch.shape), -1, 1).astype(np.float32)
+    for name, array in (("pair_900", patch), ("pair_901", noisy)):
+        nib.save(nib.Nifti1Image(array, np.diag([0.6, 0.6, 1.0, 1.0])), str(synthetic / f"{name}_image.nii.gz"))
+    out = tmp_path / "screen"
+    _run("privacy.json", vivid_generator, tof_datalist, out, synthetic_dir=str(synthetic))
+    report = json.loads((out / "privacy_report.json").read_text())
+    assert report["n_synthetic"] == 8 and report["n_train"] == 3 * 8 and report["n_heldout"] == 2 * 8
+    flagged = {entry["file"]: entry for entry in report["flagged"]}
+    for name in ("pair_900_image.nii.gz", "pair_901_image.nii.gz"):
+        assert flagged[name]["nearest_training"] == f"{item['patient']} patch 3"
+    assert flagged["pair_900_image.nii.gz"]["correlation"] == pytest.approx(1.0, abs=1e-6)
+    assert "pair_900" not in (out / "retained_manifest.csv").read_text()
+
+
+def test_a_patch_of_the_wrong_size_is_named(
+    tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
+) -> None:
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(pairs, synthetic)
+    nib.save(nib.Nifti1Image(np.zeros((64, 64), np.float32), np.eye(4)), str(synthetic / "pair_999_image.nii.gz"))
+    out = tmp_path / "screen"
+    result = _run("privacy.json", vivid_generator, tof_datalist, out, check=False, synthetic_dir=str(synthetic))
+    assert result.returncode != 0 and "pair_999_image.nii.gz has shape (1, 64, 64)" in result.stderr
+    assert not out.exists()
+
+
+def test_evaluate_reports_the_patch_feature_distance(
+    tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    _run("evaluate.json", vivid_generator, tof_datalist, out, synthetic_dir=str(pairs), evaluate_segmenters=False)
+    report = json.loads((out / "feature_distance.json").read_text())
+    assert report["name"] == "Fréchet radiomics-style feature distance" and report["n_generated"] == 6
+    assert report["n_real_half_a"] == 12 and math.isfinite(report["value"]) and math.isfinite(report["real_split_half"])
+    assert report["options"]["value_range"] == [-1.0, 1.0]
