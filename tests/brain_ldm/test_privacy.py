@@ -53,8 +53,8 @@ def test_planted_copies_are_flagged_and_filtered(
     synthetic = _copy(samples, tmp_path)
     volume, item = training_image_on_sample_grid(brain_cohort, 0)
     noisy = np.clip(volume + np.random.default_rng(0).normal(0, 0.02, volume.shape), 0, 1)
-    plant_sample(synthetic, "sample_900", volume, item["condition"], samples / "sample_000.json")
-    plant_sample(synthetic, "sample_901", noisy, item["condition"], samples / "sample_000.json")
+    plant_sample(synthetic, "sample_900", volume, item["condition"], samples / "sample_000000.json")
+    plant_sample(synthetic, "sample_901", noisy, item["condition"], samples / "sample_000000.json")
     out = tmp_path / "screen"
     _screen(sampling_overrides, brain_cohort, synthetic, out)
 
@@ -73,7 +73,7 @@ def test_planted_copies_are_flagged_and_filtered(
 
     with open(out / "retained_manifest.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["file"] for r in rows} == {f"sample_00{i}.nii.gz" for i in range(3)} - set(flagged)
+    assert {r["file"] for r in rows} == {f"sample_00000{i}.nii.gz" for i in range(3)} - set(flagged)
     for row in rows:
         assert row["sha256"] == hashlib.sha256((synthetic / row["file"]).read_bytes()).hexdigest()
     datalist = json.loads((out / "retained_datalist.json").read_text())
@@ -86,8 +86,8 @@ def test_a_manifest_folder_keeps_its_columns(
 ) -> None:
     synthetic = _copy(samples, tmp_path)
     volume, item = training_image_on_sample_grid(brain_cohort, 1)
-    plant_sample(synthetic, "copy", volume, item["condition"], samples / "sample_000.json")
-    names = ["sample_000.nii.gz", "sample_001.nii.gz", "copy.nii.gz"]  # sample_002 is not listed
+    plant_sample(synthetic, "copy", volume, item["condition"], samples / "sample_000000.json")
+    names = ["sample_000000.nii.gz", "sample_000001.nii.gz", "copy.nii.gz"]  # sample_000002 is not listed
     columns = ["index", "seed", "image", "sha256"]
     with open(synthetic / "manifest.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -123,13 +123,13 @@ def _wrong_shape(folder: Path) -> str:
 
 
 def _missing_listed_file(folder: Path) -> str:
-    (folder / "manifest.csv").write_text("index,image,sha256\n0,sample_000.nii.gz,\n1,gone.nii.gz,\n")
+    (folder / "manifest.csv").write_text("index,image,sha256\n0,sample_000000.nii.gz,\n1,gone.nii.gz,\n")
     return "gone.nii.gz"
 
 
 def _no_sidecar(folder: Path) -> str:
-    (folder / "sample_001.json").unlink()
-    return "sample_001.nii.gz"
+    (folder / "sample_000001.json").unlink()
+    return "sample_000001.nii.gz"
 
 
 @pytest.mark.parametrize("break_folder", [_wrong_shape, _missing_listed_file, _no_sidecar])

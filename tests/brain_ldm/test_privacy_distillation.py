@@ -27,7 +27,7 @@ def test_the_chain_retrains_on_the_retained_samples_only(
     synthetic = tmp_path / "synthetic"
     run_bundle(BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(synthetic), "n_samples": 4})
     volume, item = training_image_on_sample_grid(brain_cohort, 0)
-    plant_sample(synthetic, "sample_900", volume, item["condition"], synthetic / "sample_000.json")
+    plant_sample(synthetic, "sample_900", volume, item["condition"], synthetic / "sample_000000.json")
     # 3. screen and filter
     screen = tmp_path / "screen"
     run_bundle(
@@ -51,5 +51,8 @@ def test_the_chain_retrains_on_the_retained_samples_only(
     models.mkdir()
     shutil.copy(trained["models"] / "autoencoder.pt", models / "autoencoder.pt")
     overrides = tiny_diffusion_training(brain_cohort, tmp_path / "run", models, max_epochs=1)
-    run_bundle(BUNDLE, "train_diffusion.json", {**overrides, "datalist_path": str(screen / "retained_datalist.json")})
+    # synthetic samples are on the network's grid, the real validation subjects on the cohort's larger one, which
+    # the config crops on purpose (ResizeWithPadOrCropd): the shape check is off for this mixed datalist only
+    overrides.update(datalist_path=str(screen / "retained_datalist.json"), data_shape="$None")
+    run_bundle(BUNDLE, "train_diffusion.json", overrides)
     assert (models / "diffusion.pt").is_file() and (models / "latent_stats.json").is_file()

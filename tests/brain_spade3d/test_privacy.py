@@ -42,7 +42,7 @@ def test_planted_label_maps_are_flagged(
 ) -> None:
     synthetic = tmp_path / "synthetic"
     shutil.copytree(samples, synthetic)
-    copy, subject = _training_label(spade_cohort, samples / "sample_000_label_pv.nii.gz")
+    copy, subject = _training_label(spade_cohort, samples / "sample_000000_label_pv.nii.gz")
     noisy = np.clip(copy.get_fdata() + np.random.default_rng(0).normal(0, 0.02, copy.shape), 0, 1)
     atomic_path(synthetic / "sample_900_label_pv.nii.gz", lambda t: nib.save(copy, str(t)))
     noised = nib.Nifti1Image(noisy.astype(np.float32), copy.affine)

@@ -33,7 +33,7 @@ class SyntheticSample:
 
 
 def sidecar_path(path: Path) -> Path:
-    """``sample_000.nii.gz`` -> ``sample_000.json`` (the provenance file inference.json writes beside it)."""
+    """``sample_000000.nii.gz`` -> ``sample_000000.json`` (the provenance file inference.json writes beside it)."""
     name = path.name
     for suffix in (".nii.gz", ".nii", ".npz", ".npy"):
         if name.endswith(suffix):
