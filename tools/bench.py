@@ -335,6 +335,7 @@ def _record(spec: dict, machine: dict, reference: dict, mine: dict, reference_ou
         "profile": spec["profile"],
         "part": spec["part"],
         "weights": weights,
+        "random_weights": spec["random_weights"],
         "ours_overrides": spec["overrides"],
         "ours_inference_mode": spec["inference_mode"],
         "reference": reference,

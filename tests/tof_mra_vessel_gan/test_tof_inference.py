@@ -83,3 +83,19 @@ def test_missing_weights_fail_clearly_and_write_nothing(tmp_path):
     assert result.returncode != 0
     assert f"generator_path: weights file {missing} does not exist" in result.stderr
     assert not output_dir.exists()
+
+
+def test_tensorrt_overlay_is_a_no_op_on_cpu_that_still_generates(generated, vivid_generator, tmp_path):
+    """inference_trt.json without a GPU: the same five pairs as plain inference (seed 3, batches of 2)."""
+    output_dir = tmp_path / "trt"
+    overrides = {"generator_path": str(vivid_generator), "output_dir": str(output_dir)}
+    run_bundle(
+        BUNDLE,
+        ["inference.json", "inference_trt.json", TINY],
+        {**overrides, "n_samples": 5, "seed": 3, "batch_size": 2},
+    )
+    _, images, labels = _pairs(output_dir)
+    _, expected_images, expected_labels = _pairs(generated)
+    assert len(images) == 5
+    for got, expected in zip(images + labels, expected_images + expected_labels, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
