@@ -47,6 +47,8 @@ def test_planted_label_maps_are_flagged(
     atomic_path(synthetic / "sample_900_label_pv.nii.gz", lambda t: nib.save(copy, str(t)))
     noised = nib.Nifti1Image(noisy.astype(np.float32), copy.affine)
     atomic_path(synthetic / "sample_901_label_pv.nii.gz", lambda t: nib.save(noised, str(t)))
+    for planted in ("sample_900", "sample_901"):  # planted samples carry a sample sidecar like the real ones
+        shutil.copy(synthetic / "sample_000000.json", synthetic / f"{planted}.json")
     out = tmp_path / "screen"
     _screen(sampling_overrides, spade_cohort, synthetic, out)
     report = json.loads((out / "privacy_report.json").read_text())
@@ -57,6 +59,14 @@ def test_planted_label_maps_are_flagged(
     assert all(flagged[f"sample_90{i}_label_pv.nii.gz"]["nearest_training"] == subject for i in (0, 1))
     retained = (out / "retained_manifest.csv").read_text()
     assert "sample_900" not in retained and "sample_901" not in retained
+    # the retraining datalist: retained label maps with the lesions they were generated for, real validation
+    datalist = json.loads((out / "retained_datalist.json").read_text())
+    kept = {Path(item["label"]).name: item["lesion"] for item in datalist["training"]}
+    assert set(kept) == {"sample_000000_label_pv.nii.gz", "sample_000001_label_pv.nii.gz"} - set(flagged)
+    for name, lesion in kept.items():
+        sidecar = json.loads((synthetic / name.replace("_label_pv.nii.gz", ".json")).read_text())
+        assert lesion == [sidecar["lesions"][n]["requested_condition"] for n in ("wmh", "tumour", "edema", "enhancing")]
+    assert datalist["validation"] and all("lesion" in item for item in datalist["validation"])
     assert (out / "privacy_pairs.png").stat().st_size > 0
 
 
