@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from scripts.common.synthetic_folder import SyntheticSample
+from scripts.common.synthetic_folder import SyntheticSample, generated_conditions
 
 __all__ = ["retraining_item"]
 
@@ -17,10 +17,4 @@ __all__ = ["retraining_item"]
 def retraining_item(sample: SyntheticSample, condition_names: Sequence[str]) -> dict[str, Any]:
     """``{"image": path, "condition": [...]}`` for train_diffusion.json; an error names a sample without conditions."""
     conditioning = (sample.sidecar or {}).get("conditioning") or sample.row
-    missing = [name for name in condition_names if name not in conditioning]
-    if missing:
-        raise ValueError(
-            f"synthetic sample {sample.path} has no condition {missing} in its .json sidecar or manifest row: "
-            "the retraining datalist needs the conditions each sample was generated for"
-        )
-    return {"image": str(sample.path), "condition": [float(conditioning[name]) for name in condition_names]}
+    return {"image": str(sample.path), "condition": generated_conditions(sample, condition_names, conditioning)}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scripts.common.synthetic_folder import SyntheticSample
+from scripts.common.synthetic_folder import SyntheticSample, generated_conditions
 
 __all__ = ["retraining_item"]
 
@@ -34,11 +34,4 @@ def _requested_lesions(sample: SyntheticSample) -> dict[str, Any]:
 
 def retraining_item(sample: SyntheticSample, lesion_names: Sequence[str]) -> dict[str, Any]:
     """``{"label": path, "lesion": [...]}`` for train_label_diffusion.json; an error names a sample without them."""
-    requested = _requested_lesions(sample)
-    missing = [name for name in lesion_names if name not in requested]
-    if missing:
-        raise ValueError(
-            f"synthetic sample {sample.path} has no requested lesion {missing} in its sample .json sidecar or "
-            "manifest row: the retraining datalist needs the conditions each label map was generated for"
-        )
-    return {"label": str(sample.path), "lesion": [float(requested[name]) for name in lesion_names]}
+    return {"label": str(sample.path), "lesion": generated_conditions(sample, lesion_names, _requested_lesions(sample))}

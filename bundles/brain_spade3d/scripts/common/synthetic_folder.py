@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .weights import file_sha256
 
-__all__ = ["MANIFEST_NAME", "SyntheticSample", "read_synthetic_folder", "sidecar_path"]
+__all__ = ["MANIFEST_NAME", "SyntheticSample", "generated_conditions", "read_synthetic_folder", "sidecar_path"]
 
 MANIFEST_NAME = "manifest.csv"
 
@@ -92,3 +93,17 @@ def read_synthetic_folder(
     if not paths:
         raise ValueError(f"synthetic_dir {folder} holds no {MANIFEST_NAME} and no file matching {pattern!r}")
     return [SyntheticSample(p.name, p, {}, _read_sidecar(p)) for p in paths], None
+
+
+def generated_conditions(sample: SyntheticSample, names: Sequence[str], found: Mapping[str, Any]) -> list[float]:
+    """The values ``found`` for ``names`` in order: what a retraining datalist needs of each retained sample.
+
+    A sample generated without one of them cannot be retrained on with its conditions, so it is named.
+    """
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ValueError(
+            f"synthetic sample {sample.path} has no condition {missing} in its .json sidecar or manifest row: "
+            "the retraining datalist needs the conditions each sample was generated for"
+        )
+    return [float(found[name]) for name in names]
