@@ -55,8 +55,13 @@ def run_and_kill(bundle: Path, overrides: dict, part: Path, rows_before_kill: in
     assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{stderr.decode()[-3000:]}"
 
 
-def check_torchrun_shards_kill_and_resume(bundle: Path, overrides: dict, tmp_path: Path, n_samples: int) -> None:
-    """torchrun (2 ranks) == shard 1 of 2 + shard 0 of 2 killed mid-run, left with debris, then re-run."""
+def check_torchrun_shards_kill_and_resume(
+    bundle: Path, overrides: dict, tmp_path: Path, n_samples: int, other_plan: dict, difference: str
+) -> None:
+    """torchrun (2 ranks) == shard 1 of 2 + shard 0 of 2 killed mid-run, left with debris, then re-run.
+
+    Then a run with ``other_plan`` overrides in the finished folder is refused, naming ``difference``.
+    """
     reference, resumed = tmp_path / "torchrun", tmp_path / "sharded"
     common = {**overrides, "n_samples": n_samples, "batch_size": 1}
     result = run_bundle(bundle, GENERATE, {**common, "output_dir": str(reference)}, runner=TORCHRUN)
@@ -81,16 +86,13 @@ def check_torchrun_shards_kill_and_resume(bundle: Path, overrides: dict, tmp_pat
     assert re.search(r"[1-9]\d* already complete", result.stdout), result.stdout[-3000:]  # resumed, not redone
     assert not stale.exists()
     assert dataset_digests(resumed) == dataset_digests(reference)  # every sample once, byte-identical
+    check_plan_mismatch_is_refused(bundle, common, reference, other_plan, difference)
 
 
-def check_plan_mismatch_is_refused(bundle: Path, overrides: dict, tmp_path: Path, changed: dict, named: str) -> None:
-    """A second run with another plan in the same folder is refused, naming the difference; nothing changes."""
-    output_dir = tmp_path / "dataset"
-    run_bundle(bundle, GENERATE, {**overrides, "n_samples": 2, "output_dir": str(output_dir)})
+def check_plan_mismatch_is_refused(bundle: Path, overrides: dict, output_dir: Path, changed: dict, named: str) -> None:
+    """A run with another plan in a finished dataset folder is refused, naming the difference; nothing changes."""
     before = dataset_digests(output_dir)
-    result = run_bundle(
-        bundle, GENERATE, {**overrides, "n_samples": 2, "output_dir": str(output_dir), **changed}, check=False
-    )
+    result = run_bundle(bundle, GENERATE, {**overrides, "output_dir": str(output_dir), **changed}, check=False)
     assert result.returncode != 0
     assert "describes another dataset" in result.stderr and named in result.stderr, result.stderr[-3000:]
     assert dataset_digests(output_dir) == before
