@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle, workspace_overrides
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,10 @@ def test_planted_training_patches_are_flagged(
     item = json.loads(tof_datalist.read_text())["training"][1]
     patch = np.load(tof_datalist.parent / item["patches"])["image"][3]
     noisy = np.clip(patch + np.random.default_rng(0).normal(0, 0.05, patch.shape), -1, 1).astype(np.float32)
-    for name, array in (("pair_900", patch), ("pair_901", noisy)):
+    vessels = np.load(tof_datalist.parent / item["patches"])["label"][3].astype(np.uint8)
+    for name, array in (("pair_900", patch), ("pair_901", noisy)):  # planted like real pairs: image and label
         nib.save(nib.Nifti1Image(array, np.diag([0.6, 0.6, 1.0, 1.0])), str(synthetic / f"{name}_image.nii.gz"))
+        nib.save(nib.Nifti1Image(vessels, np.diag([0.6, 0.6, 1.0, 1.0])), str(synthetic / f"{name}_label.nii.gz"))
     out = tmp_path / "screen"
     _run("privacy.json", vivid_generator, tof_datalist, out, synthetic_dir=str(synthetic))
     report = json.loads((out / "privacy_report.json").read_text())
@@ -49,6 +51,27 @@ def test_planted_training_patches_are_flagged(
         assert flagged[name]["nearest_training"] == f"{item['patient']} patch 3"
     assert flagged["pair_900_image.nii.gz"]["correlation"] == pytest.approx(1.0, abs=1e-6)
     assert "pair_900" not in (out / "retained_manifest.csv").read_text()
+    # the retained pairs, packed as the GAN trains on them: step 4 of privacy distillation reads this datalist
+    packed = np.load(out / "retained_patches.npz")
+    assert packed["image"].shape == (8 - len(flagged), *patch.shape) and set(np.unique(packed["label"])) <= {0.0, 1.0}
+    retrain = json.loads((out / "retained_datalist.json").read_text())
+    assert retrain["training"] == [{"patient": "retained_synthetic", "patches": "retained_patches.npz"}]
+    workspace = tmp_path / "distilled"
+    overrides = {"datalist": str(out / "retained_datalist.json"), "max_epochs": 1, **workspace_overrides(workspace)}
+    log = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides)
+    assert (workspace / "models" / "generator.pt").is_file(), log.stdout[-2000:]
+
+
+def test_a_retained_pair_without_its_label_is_named_before_any_output(
+    tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
+) -> None:
+    synthetic = tmp_path / "synthetic"
+    shutil.copytree(pairs, synthetic)
+    (synthetic / "pair_000001_label.nii.gz").unlink()
+    out = tmp_path / "screen"
+    result = _run("privacy.json", vivid_generator, tof_datalist, out, check=False, synthetic_dir=str(synthetic))
+    assert result.returncode != 0 and "pair_000001_image.nii.gz has no label file" in result.stderr
+    assert not out.exists()
 
 
 def test_a_patch_of_the_wrong_size_is_named(
