@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle, training_overrides
 from tests.helpers import written_samples
 from tools.common.atomic_io import atomic_path
 
@@ -67,6 +67,14 @@ def test_planted_label_maps_are_flagged(
         sidecar = json.loads((synthetic / name.replace("_label_pv.nii.gz", ".json")).read_text())
         assert lesion == [sidecar["lesions"][n]["requested_condition"] for n in ("wmh", "tumour", "edema", "enhancing")]
     assert datalist["validation"] and all("lesion" in item for item in datalist["validation"])
+    # step 4: the label diffusion model retrains on the retained maps only (shape check off: mixed grids)
+    models = tmp_path / "distilled"
+    models.mkdir()
+    shutil.copy(Path(sampling_overrides["models_dir"]) / "label_autoencoder.pt", models / "label_autoencoder.pt")
+    overrides = training_overrides("train_label_diffusion.json", spade_cohort, tmp_path / "run", models, 1)
+    overrides.update(datalist_path=str(out / "retained_datalist.json"), data_shape="$None")
+    run_bundle(BUNDLE, "train_label_diffusion.json", overrides)
+    assert (models / "label_diffusion.pt").is_file()
     assert (out / "privacy_pairs.png").stat().st_size > 0
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "LABEL_NAMES",
     "LESION_NAMES",
     "check_contrasts",
+    "datalist_header",
     "class_channel",
     "lesion_statistics",
     "measure_lesions",
@@ -186,6 +187,16 @@ def resolve_conditions(
             f"conditions_csv {conditions_csv} has {len(rows)} rows but n_samples={n_samples}; pass --n_samples {len(rows)}"
         )
     return torch.tensor(rows, dtype=torch.float32)
+
+
+def datalist_header(datalist_path: str | os.PathLike) -> dict:
+    """The datalist's dataset-level entries (lesion names and normalisation), without its splits.
+
+    A datalist written from another one (the privacy screen's retained samples) carries them over, so the
+    lesion conditions keep the meaning ``lesion_statistics`` reads from them.
+    """
+    datalist = json.loads(Path(datalist_path).read_text())
+    return {key: value for key, value in datalist.items() if key not in ("training", "validation", "test")}
 
 
 def lesion_statistics(datalist_path: str | os.PathLike, lesion_names: Sequence[str], split: str = "training") -> dict:

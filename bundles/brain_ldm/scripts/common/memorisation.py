@@ -95,7 +95,8 @@ class MemorisationScreen:
         filter_mode: also write ``retained_manifest.csv`` (and ``retained_datalist.json`` with ``datalist_item``).
         n_pairs: closest pairs drawn in the picture.
         datalist_item: retained sample -> training item of the bundle's datalist; None writes no datalist.
-        datalist_splits: other splits copied into the retained datalist (e.g. the real validation split).
+        datalist_splits: other entries copied into the retained datalist (e.g. the real validation split, and
+            dataset-level keys a training config reads, such as brain_spade3d's lesion normalisation).
         image_key: item key of the real image that is embedded (e.g. ``label`` for label maps).
         name_key: item key naming a real image in the report.
         batch_size: images embedded together.
@@ -259,7 +260,7 @@ class MemorisationScreen:
             report["retained_manifest"] = "retained_manifest.csv"
             if datalist_items is not None:
                 kept = [item for item, f in zip(datalist_items, flagged) if not f]
-                datalist = {**{k: list(v) for k, v in self.datalist_splits.items()}, "training": kept}
+                datalist = {**self.datalist_splits, "training": kept}
                 atomic_path(self.output_dir / "retained_datalist.json", lambda t: t.write_text(json.dumps(datalist)))
                 report["retained_datalist"] = "retained_datalist.json"
         write_png(picture, self.output_dir / "privacy_pairs.png")
