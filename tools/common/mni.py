@@ -7,6 +7,8 @@ place lets generated volumes carry a real MNI-aligned affine at any resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 #: Shape of the 1 mm MNI152 2009a template that nilearn ships.
@@ -43,3 +45,21 @@ def crop_affine(resolution_mm: int) -> np.ndarray:
 def crop_slices() -> tuple[slice, slice, slice]:
     """Slices that cut the 1 mm crop out of the 1 mm template array."""
     return tuple(slice(start, start + size) for start, size in zip(CROP_START_1MM, CROP_SHAPE_1MM))  # type: ignore[return-value]
+
+
+def output_affine(resolution_mm: int, spatial_shape: Sequence[int]) -> np.ndarray:
+    """MNI affine of a network's field of view: the MNI crop, centre-cropped or padded like training.
+
+    Training fits images to ``spatial_shape`` with ``ResizeWithPadOrCrop``; applying the same
+    transform to an empty volume carrying the crop's affine gives the exact voxel-to-MNI mapping.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import ResizeWithPadOrCrop
+
+    full = crop_shape(resolution_mm)
+    if tuple(int(s) for s in spatial_shape) == full:
+        return crop_affine(resolution_mm)
+    empty = MetaTensor(torch.zeros((1, *full)), affine=torch.as_tensor(crop_affine(resolution_mm)))
+    fitted = ResizeWithPadOrCrop(spatial_size=list(spatial_shape))(empty)
+    return np.asarray(fitted.affine, dtype=np.float64)

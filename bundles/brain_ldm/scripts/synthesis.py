@@ -20,27 +20,10 @@ from scripts.common.atomic_io import write_json, write_nifti, write_png
 from scripts.common.checks import check_non_negative_int, check_positive_int
 from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
-from scripts.common.mni import crop_affine, crop_shape
+from scripts.common.mni import output_affine  # re-exported: configs name scripts.synthesis.output_affine
 from scripts.common.previews import triplanar
 
 __all__ = ["BrainSynthesis", "BrainWriter", "output_affine"]
-
-
-def output_affine(resolution_mm: int, spatial_shape: Sequence[int]) -> np.ndarray:
-    """MNI affine of the network's field of view: the MNI crop, centre-cropped or padded like training.
-
-    Training fits images to ``spatial_shape`` with ``ResizeWithPadOrCrop``; applying the same
-    transform to an empty volume carrying the crop's affine gives the exact voxel-to-MNI mapping.
-    """
-    from monai.data import MetaTensor
-    from monai.transforms import ResizeWithPadOrCrop
-
-    full = crop_shape(resolution_mm)
-    if tuple(int(s) for s in spatial_shape) == full:
-        return crop_affine(resolution_mm)
-    empty = MetaTensor(torch.zeros((1, *full)), affine=torch.as_tensor(crop_affine(resolution_mm)))
-    fitted = ResizeWithPadOrCrop(spatial_size=list(spatial_shape))(empty)
-    return np.asarray(fitted.affine, dtype=np.float64)
 
 
 class BrainWriter:

@@ -21,7 +21,7 @@ from scripts.common.atomic_io import atomic_path, write_json, write_nifti, write
 from scripts.common.checks import check_non_negative_int, check_positive_int
 from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
-from scripts.common.mni import crop_affine, crop_shape
+from scripts.common.mni import output_affine  # re-exported: configs name scripts.synthesis.output_affine
 from scripts.labels import LABEL_NAMES, LESION_NAMES
 from scripts.measures import LesionMeasure
 from scripts.networks import spade_input
@@ -42,19 +42,6 @@ __all__ = [
 def style_seed(sample_seed: int) -> int:
     """Seed of a sample's random style code: its own stream, apart from every sample's latent noise."""
     return int(sample_seed) + 2**32
-
-
-def output_affine(resolution_mm: int, spatial_shape: Sequence[int]) -> np.ndarray:
-    """MNI affine of the networks' field of view: the MNI crop, centre-cropped or padded like training."""
-    from monai.data import MetaTensor
-    from monai.transforms import ResizeWithPadOrCrop
-
-    full = crop_shape(resolution_mm)
-    if tuple(int(s) for s in spatial_shape) == full:
-        return crop_affine(resolution_mm)
-    empty = MetaTensor(torch.zeros((1, *full)), affine=torch.as_tensor(crop_affine(resolution_mm)))
-    fitted = ResizeWithPadOrCrop(spatial_size=list(spatial_shape))(empty)
-    return np.asarray(fitted.affine, dtype=np.float64)
 
 
 def load_style_image(path: str | os.PathLike, spatial_shape: Sequence[int]) -> torch.Tensor:
