@@ -1,7 +1,7 @@
 # Generated copy of tools/common/provenance.py: edit the source, then run `python -m tools sync-common`.
 """What a measurement record says about where it came from: the machine, and files named relative to the bundle.
 
-A record that names ``/work/run5/segmenter.pt`` or leaves the machine out cannot be checked by anyone
+A record that names an absolute path of the measuring machine, or leaves the machine out, cannot be checked by anyone
 who downloads the bundle; these helpers give every report the same portable description.
 """
 
