@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from tools.common.atomic_io import write_json
+from bundle_runtime.atomic_io import write_json
 
 BUNDLES = ("brain_ldm", "brain_spade3d", "tof_mra_vessel_gan")
 PROFILES = ("demo", "ukb")
@@ -64,7 +64,7 @@ def _networks(
 
     A decode-only run builds the autoencoder alone, so that peak RSS is the decoder's.
     """
-    from tools.common.weights import file_sha256, load_state_dict
+    from bundle_runtime.weights import file_sha256, load_state_dict
 
     networks, used = {}, {}
     for index, (name, path_key) in enumerate(WEIGHTS[bundle].items()):

@@ -8,7 +8,7 @@ import fire
 
 
 def sync_common(check: bool = False) -> None:
-    """Copy tools/common into every bundle's scripts/common; with --check, fail on drift instead."""
+    """Copy bundle_runtime into every bundle's scripts/common; with --check, fail on drift instead."""
     from tools.sync_common import sync
 
     problems = sync(check=check)

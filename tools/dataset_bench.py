@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bundle_runtime.dataset import PARTS_DIR, Plan, merge_manifest, read_records
+from bundle_runtime.weights import file_sha256
 from tools import BUNDLES_DIR
-from tools.common.dataset import PARTS_DIR, Plan, merge_manifest, read_records
-from tools.common.weights import file_sha256
 
 #: Overrides that keep a brain sample quick; the step count is part of the record.
 BRAIN_OVERRIDES = {"num_inference_steps": 10, "progress": False}

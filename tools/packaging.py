@@ -168,7 +168,7 @@ def check_common_copy(bundle_dir: Path) -> None:
     if problems:
         details = "\n  ".join(problems)
         raise PackagingError(
-            f"{bundle_dir}: scripts/common is out of date with tools/common; run `python -m tools sync-common` "
+            f"{bundle_dir}: scripts/common is out of date with bundle_runtime; run `python -m tools sync-common` "
             f"first:\n  {details}"
         )
 

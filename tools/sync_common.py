@@ -10,9 +10,9 @@ import re
 import shutil
 from pathlib import Path
 
-from tools import BUNDLES_DIR
+from tools import BUNDLES_DIR, REPO_ROOT
 
-COMMON_SOURCE = Path(__file__).resolve().parent / "common"
+COMMON_SOURCE = REPO_ROOT / "bundle_runtime"
 COMMON_TARGET = Path("scripts") / "common"
 
 # How a bundle's scripts and configs name a shared module: scripts.common.x, from .common.x,
@@ -23,13 +23,11 @@ _SIBLING_REFERENCE = re.compile(r"from \.(\w+) import|from \. import ([\w, ]+)|s
 
 def copy_note(rel: Path) -> str:
     """The first line of every copy: where its source is and how copies are refreshed."""
-    return (
-        f"# Generated copy of tools/common/{rel.as_posix()}: edit the source, then run `python -m tools sync-common`.\n"
-    )
+    return f"# Generated copy of bundle_runtime/{rel.as_posix()}: edit the source, then run `python -m tools sync-common`.\n"
 
 
 def copy_text(rel: Path) -> str:
-    """What the copy of ``tools/common/<rel>`` holds: the note, then the source unchanged."""
+    """What the copy of ``bundle_runtime/<rel>`` holds: the note, then the source unchanged."""
     return copy_note(rel) + (COMMON_SOURCE / rel).read_text()
 
 
@@ -74,15 +72,15 @@ def drift(bundle_dir: Path) -> list[str]:
     for rel in expected:
         copy = target / rel
         if not copy.exists():
-            problems.append(f"{copy}: missing copy of tools/common/{rel}")
+            problems.append(f"{copy}: missing copy of bundle_runtime/{rel}")
         elif copy.read_text() != copy_text(rel):
-            problems.append(f"{copy}: differs from tools/common/{rel}")
+            problems.append(f"{copy}: differs from bundle_runtime/{rel}")
     extra = {p.relative_to(target) for p in target.rglob("*.py")} - set(expected)
     sources = set(_source_files())
     problems += [
         f"{target / rel}: not used by the bundle (sync-common removes it)"
         if rel in sources
-        else f"{target / rel}: not in tools/common (remove it or add it to the source)"
+        else f"{target / rel}: not in bundle_runtime (remove it or add it to the source)"
         for rel in sorted(extra)
     ]
     return problems

@@ -13,8 +13,8 @@ from types import ModuleType
 
 import numpy as np
 
+from bundle_runtime.atomic_io import write_json, write_nifti
 from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
-from tools.common.atomic_io import write_json, write_nifti
 
 BUNDLE = BUNDLES_DIR / "brain_ldm"
 RESOLUTION_MM = 8

@@ -16,11 +16,11 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from bundle_runtime.export import _merge_external_data, export_networks, export_onnx
+from bundle_runtime.latent_diffusion import write_latent_stats
+from bundle_runtime.onnx_runtime import OnnxModule
+from bundle_runtime.weights import file_sha256
 from tests.brain_ldm.ldm_helpers import BUNDLE, bundle_module, run_bundle
-from tools.common.export import _merge_external_data, export_networks, export_onnx
-from tools.common.latent_diffusion import write_latent_stats
-from tools.common.onnx_runtime import OnnxModule
-from tools.common.weights import file_sha256
 
 TINY = {"spatial_shape": [16, 24, 16]}  # demo architecture; latent 3x4x6x4
 PARITY = 1e-4

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bundle_runtime.mni import crop_affine, crop_shape
 from tests.brain_ldm.ldm_helpers import BUNDLE, RESOLUTION_MM, SPATIAL_SHAPE, bundle_module, run_bundle
-from tools.common.mni import crop_affine, crop_shape
 
 pytestmark = pytest.mark.slow
 

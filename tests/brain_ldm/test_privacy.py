@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bundle_runtime.atomic_io import write_nifti
 from tests.brain_ldm.ldm_helpers import (
     BUNDLE,
     SPATIAL_SHAPE,
@@ -21,7 +22,6 @@ from tests.brain_ldm.ldm_helpers import (
     training_image_on_sample_grid,
 )
 from tests.helpers import written_samples
-from tools.common.atomic_io import write_nifti
 
 pytestmark = pytest.mark.slow
 

@@ -215,8 +215,8 @@ def test_ukb_sampling_matches_the_old_networks(old_format_weights, tmp_path, sol
     assert sidecar["decode_mode"] == "split"
     generated = torch.from_numpy(nib.load(output_dir / "sample_000000.nii.gz").get_fdata(dtype="float32"))
 
-    from tools.common.latent_diffusion import ConditionalLatentSampler
-    from tools.common.solvers import select_solver
+    from bundle_runtime.latent_diffusion import ConditionalLatentSampler
+    from bundle_runtime.solvers import select_solver
 
     with bundle_module("ukb"):
         parser = ukb_parser({**TINY_UKB, "spatial_shape": spatial_shape})

@@ -14,9 +14,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from bundle_runtime.onnx_runtime import OnnxModule
+from bundle_runtime.weights import file_sha256
 from tests.brain_spade3d.spade3d_helpers import BUNDLE, bundle_module, run_bundle
-from tools.common.onnx_runtime import OnnxModule
-from tools.common.weights import file_sha256
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bundle_runtime.mni import crop_affine, crop_shape
 from tests.brain_spade3d.spade3d_helpers import BUNDLE, LESION_NAMES, RESOLUTION_MM, SPATIAL_SHAPE, run_bundle
-from tools.common.mni import crop_affine, crop_shape
 
 pytestmark = pytest.mark.slow
 

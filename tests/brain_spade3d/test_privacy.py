@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bundle_runtime.atomic_io import atomic_path
 from tests.brain_spade3d.spade3d_helpers import BUNDLE, run_bundle, training_overrides
 from tests.helpers import written_samples
-from tools.common.atomic_io import atomic_path
 
 pytestmark = pytest.mark.slow
 

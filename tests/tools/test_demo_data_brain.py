@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tools.common.mni import crop_affine, crop_shape
+from bundle_runtime.mni import crop_affine, crop_shape
 from tools.demo_data.brain import make_brain_cohort
 
 

@@ -102,10 +102,10 @@ def test_stale_common_copy_is_refused(tiny_bundle, tmp_path):
     assert shipped == {"tiny_bundle/scripts/common/__init__.py", "tiny_bundle/scripts/common/mni.py"}
 
     with open(common_copy / "mni.py", "a") as stale:
-        stale.write("\n# edited in the copy instead of tools/common\n")
-    with pytest.raises(PackagingError, match="scripts/common is out of date with tools/common") as error:
+        stale.write("\n# edited in the copy instead of bundle_runtime\n")
+    with pytest.raises(PackagingError, match="scripts/common is out of date with bundle_runtime") as error:
         package([tiny_bundle], tmp_path / "stale")
-    assert "mni.py: differs from tools/common/mni.py" in str(error.value)
+    assert "mni.py: differs from bundle_runtime/mni.py" in str(error.value)
     assert "python -m tools sync-common" in str(error.value)
     assert not (tmp_path / "stale").exists()
 

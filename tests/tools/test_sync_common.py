@@ -1,4 +1,4 @@
-"""The copies of tools/common inside the bundles must match the single source."""
+"""The copies of bundle_runtime inside the bundles must match the single source."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tools.sync_common import COMMON_SOURCE, bundles_using_common, copy_note, dr
 
 @pytest.mark.parametrize("bundle", bundles_using_common(BUNDLES_DIR), ids=lambda p: p.name)
 def test_bundle_copy_matches_source(bundle: Path):
-    assert drift(bundle) == [], "run `python -m tools sync-common` after editing tools/common"
+    assert drift(bundle) == [], "run `python -m tools sync-common` after editing bundle_runtime"
 
 
 def test_every_bundle_with_scripts_carries_the_copy():
@@ -40,7 +40,7 @@ def test_drift_is_detected_and_repaired(tmp_path: Path):
     (bundle / "scripts" / "common" / "stray.py").write_text("")
     problems = sync(tmp_path, check=True)
     assert any("differs" in p and module.name in p for p in problems)
-    assert any("stray.py" in p and "not in tools/common" in p for p in problems)
+    assert any("stray.py" in p and "not in bundle_runtime" in p for p in problems)
     sync(tmp_path)
     assert drift(bundle) == []
 
@@ -74,7 +74,7 @@ def test_every_copy_opens_with_a_note_naming_its_source(bundle: Path):
     for copy in sorted((bundle / "scripts" / "common").rglob("*.py")):
         relative = copy.relative_to(bundle / "scripts" / "common")
         first_line = copy.read_text().splitlines(keepends=True)[0]
-        assert first_line == copy_note(relative) and f"tools/common/{relative.as_posix()}" in first_line
+        assert first_line == copy_note(relative) and f"bundle_runtime/{relative.as_posix()}" in first_line
         assert "python -m tools sync-common" in first_line
 
 

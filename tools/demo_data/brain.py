@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tools.common.mni import CROP_SHAPE_1MM, crop_affine, crop_shape, crop_slices
+from bundle_runtime.mni import CROP_SHAPE_1MM, crop_affine, crop_shape, crop_slices
 
 LABEL_NAMES = ("background", "csf", "gm", "wm", "deep_gm", "brainstem", "wmh", "tumour", "edema", "enhancing")
 CONDITION_NAMES = ("sex", "age", "ventricular_vol", "brain_vol")

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/atomic_io.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/atomic_io.py: edit the source, then run `python -m tools sync-common`.
 """Atomic file writers: every output appears whole or not at all.
 
 Each writer saves to a hidden temporary file in the destination folder and renames it into place

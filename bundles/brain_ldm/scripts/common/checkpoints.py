@@ -1,4 +1,4 @@
-# Generated copy of tools/common/checkpoints.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/checkpoints.py: edit the source, then run `python -m tools sync-common`.
 """Checkpoints that a kill cannot spoil, that keep ``n_saved`` across resumes, and that hold the random states.
 
 MONAI's ``CheckpointSaver`` writes in place (a kill mid-write leaves a truncated file that blocks

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/datalist.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/datalist.py: edit the source, then run `python -m tools sync-common`.
 """A training datalist checked item by item before the first iteration, with errors naming file, item and key.
 
 Without it a wrong-shape image is silently padded by ``ResizeWithPadOrCropd``, a wrong spacing is

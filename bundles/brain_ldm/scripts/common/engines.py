@@ -1,4 +1,4 @@
-# Generated copy of tools/common/engines.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/engines.py: edit the source, then run `python -m tools sync-common`.
 """A MONAI ``Trainer`` base for the engines whose iteration MONAI does not provide.
 
 The bundles' adversarial trainers (KL autoencoder, SPADE VAE-GAN, patch-pair GAN) each run their own

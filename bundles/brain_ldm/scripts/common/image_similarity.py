@@ -1,4 +1,4 @@
-# Generated copy of tools/common/image_similarity.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/image_similarity.py: edit the source, then run `python -m tools sync-common`.
 """Similarity indices used to measure the diversity of generated images.
 
 ``four_gradient_region_ssim`` is our implementation of the four-component gradient-based regional

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/mni.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/mni.py: edit the source, then run `python -m tools sync-common`.
 """MNI152 2009a field of view shared by the demo data and the brain bundles.
 
 Every brain volume in this collection lives in one box of the MNI152 ICBM 2009a symmetric template:

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/radiomics_features.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/radiomics_features.py: edit the source, then run `python -m tools sync-common`.
 """A fixed, documented set of radiomics-style features and the Fréchet distance between two sets of them.
 
 Why not the Fréchet Radiomics Distance (``frd-score``): it needs pyradiomics, whose PyPI release does

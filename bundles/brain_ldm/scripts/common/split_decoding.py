@@ -1,4 +1,4 @@
-# Generated copy of tools/common/split_decoding.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/split_decoding.py: edit the source, then run `python -m tools sync-common`.
 """Memory-bounded decoding of a MONAI ``AutoencoderKL`` latent with the same result as the whole decode.
 
 A 1 mm brain (160x224x160) decoded in one piece holds several full-resolution 128-channel activations

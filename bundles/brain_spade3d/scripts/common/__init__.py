@@ -1,4 +1,4 @@
-# Generated copy of tools/common/__init__.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/__init__.py: edit the source, then run `python -m tools sync-common`.
 """Code shared by several bundles.
 
 This folder is the single source. ``python -m tools sync-common`` copies the modules each bundle

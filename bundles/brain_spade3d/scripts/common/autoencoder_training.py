@@ -1,4 +1,4 @@
-# Generated copy of tools/common/autoencoder_training.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/autoencoder_training.py: edit the source, then run `python -m tools sync-common`.
 """An ignite trainer for a KL-regularised autoencoder with a patch discriminator.
 
 MONAI's ``AdversarialTrainer`` has no place for the KL term of ``AutoencoderKL`` (it expects a

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/checks.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/checks.py: edit the source, then run `python -m tools sync-common`.
 """Config-value checks shared by the bundles, with errors that name the config key at fault."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/dataset.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/dataset.py: edit the source, then run `python -m tools sync-common`.
 """Synthetic datasets at scale: a plan before any work, shards, resume by sha256 and a manifest.
 
 MONAI has no piece for this: its engines iterate a data loader once, with no notion of finished

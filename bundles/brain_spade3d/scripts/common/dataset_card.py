@@ -1,4 +1,4 @@
-# Generated copy of tools/common/dataset_card.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/dataset_card.py: edit the source, then run `python -m tools sync-common`.
 """What a person sees at the end of a dataset run: ``dataset_card.md`` and ``overview.png``.
 
 The card says what the dataset is (bundle, version, weights, size, seeds, conditioning) and how far

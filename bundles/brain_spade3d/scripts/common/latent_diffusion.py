@@ -1,4 +1,4 @@
-# Generated copy of tools/common/latent_diffusion.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/latent_diffusion.py: edit the source, then run `python -m tools sync-common`.
 """Conditioned latent diffusion pieces that MONAI core lacks: a latent PrepareBatch and a DDIM sampler.
 
 The condition vector enters the UNet twice, as in the brain latent diffusion model: broadcast over

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/solvers.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/solvers.py: edit the source, then run `python -m tools sync-common`.
 """A higher-order ODE solver for diffusion sampling, which MONAI core lacks.
 
 MONAI ships DDPM, DDIM, PNDM and rectified-flow schedulers, but no multistep solver that reaches

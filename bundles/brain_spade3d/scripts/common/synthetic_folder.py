@@ -1,4 +1,4 @@
-# Generated copy of tools/common/synthetic_folder.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/synthetic_folder.py: edit the source, then run `python -m tools sync-common`.
 """Reading a folder of synthetic samples, either plain sample files or one listed by a ``manifest.csv``.
 
 Plain folders are what ``inference.json`` writes today (``sample_XXX.nii.gz`` with a ``.json``

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/weights.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/weights.py: edit the source, then run `python -m tools sync-common`.
 """Reading, exporting and resuming network weights, with errors that name the file at fault.
 
 ``torch.load`` on a missing or truncated file fails deep inside the zip reader; bundles call these

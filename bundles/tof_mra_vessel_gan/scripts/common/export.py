@@ -1,4 +1,4 @@
-# Generated copy of tools/common/export.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/export.py: edit the source, then run `python -m tools sync-common`.
 """Export networks to TorchScript and ONNX with MONAI, check them against PyTorch and report.
 
 The conversions are MONAI's: ``monai.networks.utils.convert_to_torchscript`` (with ``use_trace=True``:

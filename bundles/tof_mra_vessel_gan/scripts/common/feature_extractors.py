@@ -1,4 +1,4 @@
-# Generated copy of tools/common/feature_extractors.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/feature_extractors.py: edit the source, then run `python -m tools sync-common`.
 """Pluggable 3D feature extractors read from a local file, for perceptual losses and FID.
 
 No pretrained 3D network is reachable offline here (MedicalNet and RadImageNet come through

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/memorisation.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/memorisation.py: edit the source, then run `python -m tools sync-common`.
 """Memorisation screen: is a synthetic sample closer to a training subject than unseen real subjects are?
 
 Every image is embedded (by the bundle's own encoder, or a TorchScript extractor from a local path).

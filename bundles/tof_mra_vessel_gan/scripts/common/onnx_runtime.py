@@ -1,4 +1,4 @@
-# Generated copy of tools/common/onnx_runtime.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/onnx_runtime.py: edit the source, then run `python -m tools sync-common`.
 """Run exported networks inside a bundle: an ``.onnx`` file as a module, and one method as ``forward``.
 
 These are the pieces an inference config needs (``configs/inference_onnx.json``, a decoder wrapped

@@ -1,4 +1,4 @@
-# Generated copy of tools/common/previews.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/previews.py: edit the source, then run `python -m tools sync-common`.
 """PNG previews drawn with Pillow (matplotlib is not a dependency of the bundles).
 
 Volumes are RAS-oriented arrays (x: left to right, y: posterior to anterior, z: inferior to

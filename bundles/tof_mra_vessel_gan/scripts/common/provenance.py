@@ -1,4 +1,4 @@
-# Generated copy of tools/common/provenance.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/provenance.py: edit the source, then run `python -m tools sync-common`.
 """What a measurement record says about where it came from: the machine, and files named relative to the bundle.
 
 A record that names an absolute path of the measuring machine, or leaves the machine out, cannot be checked by anyone

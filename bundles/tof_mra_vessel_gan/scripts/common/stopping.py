@@ -1,4 +1,4 @@
-# Generated copy of tools/common/stopping.py: edit the source, then run `python -m tools sync-common`.
+# Generated copy of bundle_runtime/stopping.py: edit the source, then run `python -m tools sync-common`.
 """Stopping a training run on a wall-clock budget, so that it still checkpoints and exports.
 
 A run cut by ``timeout`` or a job scheduler loses the partial epoch and never reaches the

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from tools.common.weights import (
+from bundle_runtime.weights import (
     ResumeFromLatestCheckpoint,
     StateDictExporter,
     cpu_state_dict,
@@ -129,7 +129,7 @@ def test_export_replaces_weights_only_after_a_finished_finite_run(tmp_path: Path
 
 
 def test_best_weights_reach_the_release_path_only_when_the_run_finishes(tmp_path: Path) -> None:
-    from tools.common.weights import PromoteBestWeights
+    from bundle_runtime.weights import PromoteBestWeights
 
     best, release = tmp_path / "run" / "best.pt", tmp_path / "models" / "segmenter.pt"
     release.parent.mkdir()

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tools.common.datalist import DatalistCheck
+from bundle_runtime.datalist import DatalistCheck
 
 
 def _volume(path: Path, shape: tuple[int, ...] = (6, 8, 6), spacing: float = 4.0) -> str:

@@ -8,7 +8,7 @@ import torch
 from ignite.engine import Events
 from ignite.metrics import Average
 
-from tools.common.engines import CustomIterationTrainer
+from bundle_runtime.engines import CustomIterationTrainer
 
 
 class _HalvingTrainer(CustomIterationTrainer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tools.common.image_similarity import four_gradient_region_ssim, gradient_magnitude, pairwise_mean
+from bundle_runtime.image_similarity import four_gradient_region_ssim, gradient_magnitude, pairwise_mean
 
 
 def _phantom(seed: int, shape=(2, 1, 20, 20, 20)) -> torch.Tensor:

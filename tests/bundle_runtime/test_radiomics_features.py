@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.common.radiomics_features import FEATURE_NAMES, FrechetFeatureDistance, radiomics_features
+from bundle_runtime.radiomics_features import FEATURE_NAMES, FrechetFeatureDistance, radiomics_features
 
 
 def _phantoms(count: int, seed: int, brightness: float = 1.0, noise: float = 0.02) -> list[np.ndarray]:

@@ -11,8 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.transforms import Compose, RandGaussianNoised
 
-from tools.common.checkpoints import AtomicCheckpointSaver, RandomStates
-from tools.common.weights import ResumeFromLatestCheckpoint
+from bundle_runtime.checkpoints import AtomicCheckpointSaver, RandomStates
+from bundle_runtime.weights import ResumeFromLatestCheckpoint
 
 
 def _engine(network: torch.nn.Module) -> Engine:

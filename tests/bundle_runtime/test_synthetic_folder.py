@@ -1,4 +1,4 @@
-"""tools/common/synthetic_folder.py: the conditions a retained sample is retrained with."""
+"""bundle_runtime/synthetic_folder.py: the conditions a retained sample is retrained with."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.common.synthetic_folder import SyntheticSample, generated_conditions, sidecar_path
+from bundle_runtime.synthetic_folder import SyntheticSample, generated_conditions, sidecar_path
 
 
 def test_conditions_come_back_in_the_asked_order() -> None:

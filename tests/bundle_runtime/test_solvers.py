@@ -6,8 +6,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
-from tools.common.latent_diffusion import ConditionalLatentSampler
-from tools.common.solvers import DPMSolverMultistepScheduler, select_solver
+from bundle_runtime.latent_diffusion import ConditionalLatentSampler
+from bundle_runtime.solvers import DPMSolverMultistepScheduler, select_solver
 
 
 def published_schedule() -> DDIMScheduler:

@@ -1,4 +1,4 @@
-"""tools/common/dataset.py in-process: plan, shards, refusals, resume by sha256, torn rows, stale temporaries."""
+"""bundle_runtime/dataset.py in-process: plan, shards, refusals, resume by sha256, torn rows, stale temporaries."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.common import dataset
-from tools.common.atomic_io import atomic_path, prepare_output_dir
-from tools.common.dataset import DatasetGeneration, Plan, read_table_csv, resolve_shard, sample_stem, write_samples
+from bundle_runtime import dataset
+from bundle_runtime.atomic_io import atomic_path, prepare_output_dir
+from bundle_runtime.dataset import DatasetGeneration, Plan, read_table_csv, resolve_shard, sample_stem, write_samples
 
 
 class CountingSynthesis:

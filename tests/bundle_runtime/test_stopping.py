@@ -9,7 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from tools.common.stopping import WallClockLimit
+from bundle_runtime.stopping import WallClockLimit
 
 
 def _counting_engine() -> tuple[Engine, list[str]]:
@@ -61,7 +61,7 @@ def test_every_bundle_training_config_is_wired_for_max_train_seconds():
 
 
 def test_a_non_finite_loss_stops_at_once_naming_epoch_iteration_and_items():
-    from tools.common.stopping import StopOnNonFiniteLoss
+    from bundle_runtime.stopping import StopOnNonFiniteLoss
 
     losses = iter([0.5, 0.4, float("nan"), 0.3])
     engine = Engine(lambda engine, batch: {"loss": torch.tensor(next(losses)), "pred": torch.zeros(4)})
@@ -78,7 +78,7 @@ def test_a_non_finite_loss_stops_at_once_naming_epoch_iteration_and_items():
 
 
 def test_non_finite_scalars_are_found_in_every_trainer_output():
-    from tools.common.stopping import non_finite_losses
+    from bundle_runtime.stopping import non_finite_losses
 
     gan = {
         "critic_loss": torch.tensor(1.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.common.checks import check_non_negative_int, check_positive_int
+from bundle_runtime.checks import check_non_negative_int, check_positive_int
 
 
 def test_integers_pass_through_as_int():

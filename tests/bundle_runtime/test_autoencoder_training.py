@@ -6,7 +6,7 @@ import torch
 from ignite.engine import Events
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 
-from tools.common.autoencoder_training import AutoencoderKLTrainer, ReconstructionInferer, kl_divergence, loss_terms
+from bundle_runtime.autoencoder_training import AutoencoderKLTrainer, ReconstructionInferer, kl_divergence, loss_terms
 
 
 def test_kl_of_the_prior_is_zero() -> None:

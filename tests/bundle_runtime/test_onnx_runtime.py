@@ -1,4 +1,4 @@
-"""tools/common/onnx_runtime.py: runs an ONNX file like the network it came from, without the export code."""
+"""bundle_runtime/onnx_runtime.py: runs an ONNX file like the network it came from, without the export code."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
+from bundle_runtime.export import export_onnx
+from bundle_runtime.onnx_runtime import OnnxModule
 from tools import REPO_ROOT
-from tools.common.export import export_onnx
-from tools.common.onnx_runtime import OnnxModule
 
 
 class ScaledByStep(torch.nn.Module):
@@ -44,6 +44,6 @@ def test_inputs_given_twice_or_too_many_are_named(runner: OnnxModule) -> None:
 
 
 def test_inference_does_not_load_the_export_code() -> None:
-    probe = "import sys, tools.common.onnx_runtime; print(sorted(m for m in sys.modules if m.startswith(('tools.common.', 'monai'))))"
+    probe = "import sys, bundle_runtime.onnx_runtime; print(sorted(m for m in sys.modules if m.startswith(('bundle_runtime.', 'monai'))))"
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert loaded.stdout.strip() == "['tools.common.onnx_runtime']"
+    assert loaded.stdout.strip() == "['bundle_runtime.onnx_runtime']"

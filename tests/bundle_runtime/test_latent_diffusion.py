@@ -10,7 +10,7 @@ import torch
 from monai.networks.nets import AutoencoderKL
 from monai.networks.schedulers import DDIMScheduler
 
-from tools.common.latent_diffusion import (
+from bundle_runtime.latent_diffusion import (
     ConditionalLatentSampler,
     LatentDiffusionPrepareBatch,
     compute_scale_factor,

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tools.common.atomic_io import atomic_path, write_json, write_nifti, write_png
-from tools.common.mni import crop_affine
-from tools.common.previews import captioned, scatter_panel, triplanar
+from bundle_runtime.atomic_io import atomic_path, write_json, write_nifti, write_png
+from bundle_runtime.mni import crop_affine
+from bundle_runtime.previews import captioned, scatter_panel, triplanar
 
 
 def test_nifti_carries_the_mni_affine(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""tools/common/export.py on small modules: several named inputs, symbolic axes, the second-shape check, atomicity."""
+"""bundle_runtime/export.py on small modules: several named inputs, symbolic axes, the second-shape check, atomicity."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tools.common.export import dynamic_axes_for, export_networks
-from tools.common.onnx_runtime import MethodModule, OnnxModule
+from bundle_runtime.export import dynamic_axes_for, export_networks
+from bundle_runtime.onnx_runtime import MethodModule, OnnxModule
 
 
 class TwoInputs(torch.nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.networks.nets import AutoencoderKL
 
-from tools.common.split_decoding import SplitDecoder, select_decoder
+from bundle_runtime.split_decoding import SplitDecoder, select_decoder
 
 # The brain LDM demo autoencoder and the published (ukb) one, at reduced width: the same block types.
 ARCHITECTURES = {
