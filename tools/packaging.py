@@ -12,11 +12,11 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from bundle_runtime.atomic_io import atomic_path
 from tools import BUNDLES_DIR
 from tools.sync_common import COMMON_TARGET, drift
 
@@ -140,11 +140,8 @@ def write_bundle_zip(bundle_dir: Path, zip_path: Path, name: str | None = None) 
     entries += [(f"{name}/{p.as_posix()}", bundle_dir / p) for p in files]
     entries.sort(key=lambda entry: entry[0])
 
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{zip_path.name}.", suffix=".tmp", dir=zip_path.parent)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temp_name, "w") as archive:
+    def write_archive(temporary: Path) -> None:
+        with zipfile.ZipFile(temporary, "w") as archive:
             for arcname, source in entries:
                 if source is None:
                     archive.writestr(_zip_info(arcname, is_dir=True), b"")
@@ -153,11 +150,9 @@ def write_bundle_zip(bundle_dir: Path, zip_path: Path, name: str | None = None) 
                 info.file_size = source.stat().st_size  # lets zipfile pick zip64 for weights over 2 GiB
                 with open(source, "rb") as reader, archive.open(info, "w") as writer:
                     shutil.copyfileobj(reader, writer, 1 << 20)
-        os.chmod(temp_name, FILE_MODE)
-        os.replace(temp_name, zip_path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+        os.chmod(temporary, FILE_MODE)
+
+    atomic_path(zip_path, write_archive)
 
 
 def check_common_copy(bundle_dir: Path) -> None:
@@ -200,16 +195,12 @@ def update_index(out_dir: Path, entries: dict[str, dict[str, str]]) -> Path:
         if not isinstance(index, dict):
             raise PackagingError(f"{index_path}: existing index is not a JSON object")
     index.update(entries)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(json.dumps(index, indent=4, sort_keys=True) + "\n")
-        os.chmod(temp_name, FILE_MODE)
-        os.replace(temp_name, index_path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+
+    def write_index(temporary: Path) -> None:
+        temporary.write_text(json.dumps(index, indent=4, sort_keys=True) + "\n")
+        os.chmod(temporary, FILE_MODE)
+
+    atomic_path(index_path, write_index)
     return index_path
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bundle_runtime.atomic_io import atomic_path
 from tools import BUNDLES_DIR
 from tools.large_files import LargeFilesError, entries_of, entry_problems, large_files_lists, weak_hash_warnings
 from tools.packaging import BundleNotFoundError, available_bundles, bundle_files, resolve_bundle, sha256_file
@@ -82,11 +83,7 @@ def find_schema(schema_url: str, schema: str | Path | None = None, timeout: floa
             f"schema {schema_url} could not be downloaded ({error}); offline, pass --schema PATH, or put "
             f"{basename} in ${SCHEMA_DIR_ENV} or in {cached.parent} (looked in: {tried})"
         ) from error
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    temp = cached.with_name(f".{basename}.{os.getpid()}.tmp")
-    temp.write_bytes(content)
-    os.replace(temp, cached)
-    return cached
+    return atomic_path(cached, lambda temporary: temporary.write_bytes(content))
 
 
 def _problem(bundle_dir: Path, file: str | Path, message: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +31,14 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     write_json({"a": 1}, tmp_path / "x.json")
     assert (tmp_path / "x.json").read_text() == '{\n  "a": 1\n}\n'
+
+
+def test_temporary_names_carry_the_pid_unless_stable(tmp_path: Path) -> None:
+    seen: list[str] = []
+    atomic_path(tmp_path / "a.pt", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"1")))
+    atomic_path(tmp_path / "b.pt", lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"2")), stable_temporary=True)
+    assert seen == [f".tmp-{os.getpid()}-a.pt", ".tmp-0-b.pt"]
+    assert (tmp_path / "b.pt").read_bytes() == b"2" and not list(tmp_path.glob(".tmp-*"))
 
 
 def test_triplanar_orientation(tmp_path: Path) -> None:

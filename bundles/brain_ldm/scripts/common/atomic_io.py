@@ -31,12 +31,17 @@ __all__ = [
 _TEMPORARY = re.compile(r"^\.tmp-(\d+)-(.+)$")
 
 
-def atomic_path(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary)`` then rename the temporary file to ``path``; clean up on failure."""
+def atomic_path(path: str | os.PathLike, write: Callable[[Path], Any], stable_temporary: bool = False) -> Path:
+    """Call ``write(temporary)`` then rename the temporary file to ``path``; clean up on failure.
+
+    ``stable_temporary`` drops the process id from the temporary's name, for writers that embed that
+    name in the file (a TorchScript archive's top folder), so the bytes do not change from run to run.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffix last: nibabel and PIL choose the format from it
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    owner = "0" if stable_temporary else str(os.getpid())
+    temporary = path.with_name(f".tmp-{owner}-{path.name}")
     try:
         write(temporary)
         os.replace(temporary, path)

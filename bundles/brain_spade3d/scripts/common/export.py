@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from monai.networks.utils import convert_to_onnx, convert_to_torchscript
 
-from .atomic_io import write_json
+from .atomic_io import atomic_path, write_json
 from .onnx_runtime import MethodModule, OnnxModule
 from .weights import file_sha256
 
@@ -122,19 +122,15 @@ def export_torchscript(
     module: torch.nn.Module, example_inputs: Mapping[str, torch.Tensor], path: str | os.PathLike
 ) -> Path:
     """Trace ``module`` on the named ``example_inputs`` (in forward order) and save it to ``path``."""
-    path = Path(path)
-    # Not atomic_io.atomic_path: the archive's top folder is named after the file, so its per-process
-    # temporary name would change the bytes (and the sha256 in the report) from run to run.
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
+
+    def trace_into(temporary: Path) -> None:
         with _quiet_trace():
             convert_to_torchscript(
                 module, str(temporary), inputs=tuple(example_inputs.values()), use_trace=True, check_trace=False
             )
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return _move(temporary, path)
+
+    # the archive's top folder is named after the file written, hence a temporary name without a pid
+    return atomic_path(path, trace_into, stable_temporary=True)
 
 
 def _output_names(module: torch.nn.Module, args: tuple, output_names: Sequence[str] | None) -> dict[str, torch.Tensor]:

@@ -21,6 +21,8 @@ import torch
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.networks.schedulers import Scheduler
 
+from .atomic_io import write_json
+
 __all__ = [
     "ConditionalLatentSampler",
     "SamplePreviewHandler",
@@ -381,12 +383,7 @@ def compute_scale_factor(
 
 def write_latent_stats(path: str | os.PathLike, scale_factor: float, **extra: Any) -> Path:
     """Write the scale factor (and any provenance) as JSON, atomically, next to the UNet weights."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps({"scale_factor": float(scale_factor), **extra}, indent=2) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_json({"scale_factor": float(scale_factor), **extra}, path)
 
 
 def read_scale_factor(path: str | os.PathLike) -> float:

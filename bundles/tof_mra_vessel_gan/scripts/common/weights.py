@@ -141,12 +141,8 @@ def cpu_state_dict(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_state_dict(network: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Write the unwrapped ``network`` state dict (CPU tensors) atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(cpu_state_dict(network), temporary)
-    os.replace(temporary, path)
-    return path
+    state = cpu_state_dict(network)
+    return atomic_path(path, lambda temporary: torch.save(state, temporary))
 
 
 _EPOCH_PATTERN = re.compile(r"epoch=(\d+)")
