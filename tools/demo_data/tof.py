@@ -102,7 +102,10 @@ def _check_inputs(
     patch_size: int,
     split_fractions: tuple[float, float, float],
 ) -> None:
+    """Refuse every bad argument by name before any file or folder is made."""
+
     def is_int(value: object) -> bool:
+        """NumPy integers count as integers; ``True`` is an ``int`` in Python but no count."""
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
     if not is_int(seed) or seed < 0:
@@ -144,12 +147,14 @@ def split_patients(n_patients: int, split_fractions: tuple[float, float, float])
 
 
 def _current_umask() -> int:
+    """The process umask; ``os.umask`` can only be read by setting it, so it is put back at once."""
     umask = os.umask(0)
     os.umask(umask)
     return umask
 
 
 def _is_occupied(path: Path) -> bool:
+    """A missing path or an empty folder may be written without ``overwrite``."""
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
@@ -203,6 +208,7 @@ def _empty_datalist(seed: int, grid: PhantomGrid, slab_z_mm: tuple[float, float]
 
 
 def _progress_line(progress: str, phantom: TofPhantom, seconds: float) -> str:
+    """One line per patient: a long run shows it is moving, and an odd vessel share shows at once."""
     vessel_share = 100.0 * phantom.vessel.sum() / max(int(phantom.brain_mask.sum()), 1)
     return (
         f"tof_mra {progress}: {phantom.n_segments} segments, "

@@ -27,6 +27,7 @@ class PhantomGrid:
 
     @property
     def affine(self) -> np.ndarray:
+        """Voxel index -> world mm, for the NIfTI headers and for resampling onto this grid."""
         affine = np.diag([*self.voxel_size_mm, 1.0])
         affine[:3, 3] = self.first_voxel_mm
         return affine
@@ -49,6 +50,7 @@ class Template:
 
 @lru_cache(maxsize=1)
 def load_template() -> Template:
+    """Mask and tissue maps, with CSF as the brain left over; cached because every patient reuses them."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_template, load_mni152_wm_template
 
     mask_img = load_mni152_brain_mask(resolution=1)
@@ -85,11 +87,13 @@ class Anatomy:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Anatomy:
+        """A patient's pose: up to 4 degrees about each axis, 6 % size, 3 mm shift (drawn in this order)."""
         angles = np.deg2rad(rng.uniform(-4.0, 4.0, size=3))
         rotation = rotation_matrix(angles)
         return cls(rotation=rotation, scale=float(rng.uniform(0.94, 1.06)), shift=rng.uniform(-3.0, 3.0, size=3))
 
     def mni_to_world(self, points_mni: np.ndarray) -> np.ndarray:
+        """Inverse mapping, to place MNI landmarks (the vessel waypoints) in this patient."""
         return (points_mni - self.centre - self.shift) @ self.rotation / self.scale + self.centre
 
     def resample(self, volume: np.ndarray, grid: PhantomGrid, order: int = 1) -> np.ndarray:
@@ -111,6 +115,7 @@ class Anatomy:
 
 
 def rotation_matrix(angles: np.ndarray) -> np.ndarray:
+    """Rotation about x, then y, then z by ``angles`` (radians), the order the pose is defined in."""
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -129,6 +134,10 @@ class DepthMap:
 
     @classmethod
     def build(cls, anatomy: Anatomy, fine_grid: PhantomGrid, spacing_mm: float = 2.0) -> DepthMap:
+        """Signed distance to the posed brain surface on a coarse grid reaching past ``fine_grid``.
+
+        The margin lets a walker that strays a little outside still find its way back inwards.
+        """
         lo = np.asarray(fine_grid.first_voxel_mm) - 10.0
         hi = lo + np.asarray(fine_grid.voxel_size_mm) * fine_grid.shape + 20.0
         shape = tuple(int(v) for v in np.ceil((hi - lo) / spacing_mm))
@@ -142,6 +151,7 @@ class DepthMap:
         return cls(depth_mm=depth.astype(np.float32), inward=gradient.astype(np.float32), grid=grid)
 
     def lookup(self, point_mm: np.ndarray) -> tuple[float, np.ndarray]:
+        """Nearest-voxel depth (mm) and inward direction; beyond the map counts as well outside the brain."""
         index = np.rint((point_mm - self.grid.first_voxel_mm) / self.grid.voxel_size_mm).astype(int)
         if np.any(index < 0) or np.any(index >= self.grid.shape):
             return -10.0, np.zeros(3)

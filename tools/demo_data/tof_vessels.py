@@ -114,6 +114,7 @@ class VesselTree:
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
+    """Unit vector; the small offset keeps a zero vector from dividing by zero."""
     return vector / (np.linalg.norm(vector) + 1e-9)
 
 
@@ -139,6 +140,7 @@ class _Segments:
 
     @property
     def full(self) -> bool:
+        """At :data:`MAX_SEGMENTS`, so a runaway walker cannot exhaust memory or time."""
         return len(self.signals) >= MAX_SEGMENTS
 
     def add(self, start: np.ndarray, end: np.ndarray, radius_start: float, radius_end: float, signal: float) -> None:
@@ -149,6 +151,7 @@ class _Segments:
         self.signals.append(signal)
 
     def tree(self) -> VesselTree:
+        """The gathered segments as arrays, in the order they were drawn."""
         return VesselTree(
             start_mm=np.asarray(self.starts),
             end_mm=np.asarray(self.ends),
@@ -164,6 +167,7 @@ def _trunk_walkers(rng: np.random.Generator, anatomy: Anatomy) -> list[_Walker]:
     jittered: dict[tuple[float, float, float], np.ndarray] = {}
 
     def landmark(point_mni: tuple[float, float, float]) -> np.ndarray:
+        """Jitter a landmark on first use (so draw order follows the trunk table), then reuse it."""
         if point_mni not in jittered:
             jittered[point_mni] = np.asarray(point_mni, dtype=float) + rng.normal(0.0, 1.5, size=3)
         return jittered[point_mni]
