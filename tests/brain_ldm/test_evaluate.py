@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.brain_ldm.ldm_helpers import BUNDLE, run_bundle
+from tests.brain_ldm.ldm_helpers import BUNDLE, bundle_module, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ def _evaluate(brain_cohort: Path, sampling_overrides: dict, out: Path, **extra) 
         "fidelity_values": [0.1, 0.5, 0.9],
         "fidelity_samples_per_value": 1,
         "distance_real_splits": ["training", "validation", "test"],  # the split-half scale needs 4 real images
+        "same_condition_samples": 2,
         **extra,
     }
     run_bundle(BUNDLE, ["inference.json", "evaluate.json"], overrides)
@@ -50,7 +51,13 @@ def test_evaluation_report(brain_cohort: Path, sampling_overrides: dict, tmp_pat
         assert "pearson_r" in sweep
         check = report["measurement_check_on_real_images"][name]
         assert len(check["measured_ml"]) == 2 and all(v > 0 for v in check["measured_ml"])
-    for png in ("conditioning_fidelity.png", "samples.png"):
+    same = report["same_condition_diversity"]
+    assert same["n_samples"] == 2 and same["pairs"] == 1 and same["real_pairs"] == 1 and same["n_region_voxels"] > 0
+    assert -1.0 <= same["mean_pairwise_r_generated"] <= 1.0 and -1.0 <= same["mean_pairwise_r_real"] <= 1.0
+    spread = report["latent_spread"]
+    assert spread["n_samples"] == 2 + 2 * 3 + 2  # reference-conditioned, two sweeps of three, same condition
+    assert 0 < spread["min"] <= spread["mean"] <= spread["max"] and 0 <= spread["n_outside_tolerance"] <= 10
+    for png in ("conditioning_fidelity.png", "samples.png", "same_condition.png"):
         with Image.open(tmp_path / "eval" / png) as image:
             assert image.width > 0 and image.height > 0
 
@@ -63,3 +70,47 @@ def test_fid_uses_a_local_feature_extractor(brain_cohort: Path, sampling_overrid
         brain_cohort, sampling_overrides, tmp_path / "eval", fid_feature_extractor_path=str(path), fidelity_values=[0.5]
     )
     assert math.isfinite(report["fid"]["value"]) and report["fid"]["feature_extractor"] == "extractor.pt"
+
+
+def test_masked_pearson_known_answers() -> None:
+    with bundle_module("evaluation") as evaluation:
+        mask = torch.zeros(4, 4, 4, dtype=torch.bool)
+        mask[1:3] = True
+        similarity = evaluation.masked_pearson(mask)
+        image = torch.rand(1, 1, 4, 4, 4)
+        other = image.clone()
+        other[0, 0, 0] = 5.0  # outside the mask: must not matter
+        torch.testing.assert_close(similarity(image, other), torch.ones(1, dtype=torch.float64))
+        torch.testing.assert_close(similarity(image, 1.0 - image), -torch.ones(1, dtype=torch.float64))
+
+
+class _FixedLatentSampler:
+    """Decodes a latent of known spread, so the recorded spread has a known answer."""
+
+    scale_factor = 2.0
+
+    def initial_noise(self, count: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        return torch.zeros(count, 1, 2, 2, 2)
+
+    def __call__(self, diffusion, decode, condition, noise, description):  # noqa: ANN001, ANN204 - a test double
+        latent = torch.tensor([-0.25, 0.25]).repeat(4).reshape(1, 1, 2, 2, 2)  # std 0.267 (unbiased)
+        return decode(latent)
+
+
+def test_latent_spread_is_std_times_scale_factor(tmp_path: Path) -> None:
+    with bundle_module("evaluation") as evaluation:
+        study = evaluation.GenerativeEvaluation(
+            sampler=_FixedLatentSampler(),
+            diffusion=lambda *args: None,
+            decode=lambda latent: torch.zeros(1, 1, 4, 4, 4),
+            reference_images=lambda: [],
+            ventricle_roi=torch.zeros(4, 4, 4).numpy(),
+            condition_names=["sex", "age", "ventricular_vol", "brain_vol"],
+            output_dir=tmp_path,
+            progress=False,
+        )
+        study.generate(torch.zeros(3, 4), "probe")
+        spread = study.latent_spread()
+    expected = float(torch.tensor([-0.25, 0.25]).repeat(4).std()) * 2.0
+    assert spread["n_samples"] == 3 and math.isclose(spread["mean"], expected, rel_tol=1e-6)
+    assert spread["n_outside_tolerance"] == 3  # 0.53 is far below the training spread of 1.0

@@ -11,6 +11,12 @@ and check it on real images in the same run:
 
 The report gives Pearson r between requested (normalised) and measured volumes on generated
 samples, and between true and measured volumes on the real reference images.
+
+Two checks catch a model that only looks right on average. Every sample's final latent spread
+(its std times ``scale_factor``, which is 1 for the training latents by construction) shows samples
+that drifted off the latent distribution into blobs. Samples drawn at one condition are compared
+pairwise, by Pearson r inside the brain, with the real subjects: samples that correlate more with
+each other than different people do are one brain, not a distribution.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ from scripts.common.image_similarity import four_gradient_region_ssim, pairwise_
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import captioned, grid, scatter_panel, side_by_side, triplanar
 
-__all__ = ["GenerativeEvaluation", "brain_volume_ml", "pearson_r", "ventricle_volume_ml"]
+__all__ = ["GenerativeEvaluation", "brain_volume_ml", "masked_pearson", "pearson_r", "ventricle_volume_ml"]
 
 #: Conditions whose fidelity is measured on generated images.
 FIDELITY_CONDITIONS = ("ventricular_vol", "brain_vol")
+#: A final latent whose spread is further than this from the training latents' (1.0) counts as off-distribution.
+LATENT_SPREAD_TOLERANCE = 0.2
+#: The brain region for the same-condition comparison: where the real images' mean is at least this bright.
+BRAIN_REGION_THRESHOLD = 0.1
 
 
 def ventricle_volume_ml(volume: np.ndarray, ventricle_roi: np.ndarray, csf_threshold: float, voxel_ml: float) -> float:
@@ -52,6 +62,19 @@ def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
     if x_arr.size < 2 or np.std(x_arr) == 0 or np.std(y_arr) == 0:
         return None
     return float(np.corrcoef(x_arr, y_arr)[0, 1])
+
+
+def masked_pearson(mask: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Per-pair Pearson r over the voxels of ``mask`` (X, Y, Z): likeness where there is brain, not background."""
+    selected = mask.reshape(-1).bool()
+
+    def similarity(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        a = first.reshape(first.shape[0], -1)[:, selected].double()
+        b = second.reshape(second.shape[0], -1)[:, selected].double()
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+
+    return similarity
 
 
 class GenerativeEvaluation:
@@ -80,6 +103,8 @@ class GenerativeEvaluation:
         fidelity_base_condition: the condition vector the sweeps start from.
         fidelity_samples_per_value: samples per requested value.
         samples_per_reference: generated samples per reference condition (diversity, MMD, FID set).
+        same_condition_samples: samples at ``fidelity_base_condition`` compared pairwise with the
+            real subjects (0 skips the comparison).
         max_pairs: cap on the pairs used for the diversity indices.
         device: where sampling runs.
         metadata: extra provenance written into the report.
@@ -108,6 +133,7 @@ class GenerativeEvaluation:
         fidelity_base_condition: Sequence[float] = (0.0, 0.5, 0.5, 0.5),
         fidelity_samples_per_value: int = 2,
         samples_per_reference: int = 1,
+        same_condition_samples: int = 8,
         max_pairs: int = 100,
         device: str | torch.device = "cpu",
         metadata: Mapping[str, Any] | None = None,
@@ -144,11 +170,13 @@ class GenerativeEvaluation:
         self.fidelity_base_condition = [float(v) for v in fidelity_base_condition]
         self.fidelity_samples_per_value = int(fidelity_samples_per_value)
         self.samples_per_reference = int(samples_per_reference)
+        self.same_condition_samples = int(same_condition_samples)
         self.max_pairs = int(max_pairs)
         self.device = torch.device(device)
         self.metadata = dict(metadata or {})
         self.progress = progress
         self._next_seed = self.seed
+        self._latent_spreads: dict[str, list[float]] = {}
 
     def generate(self, conditions: torch.Tensor, description: str) -> torch.Tensor:
         """(N, 1, X, Y, Z) samples in [0, 1], one fresh seed each."""
@@ -159,9 +187,62 @@ class GenerativeEvaluation:
             generator = torch.Generator().manual_seed(self._next_seed)
             self._next_seed += 1
             noise = self.sampler.initial_noise(1, generator, self.device)
-            image = self.sampler(self.diffusion, self.decode, condition[None].to(self.device), noise, description)
+            decode = self._recording_decode(description)
+            image = self.sampler(self.diffusion, decode, condition[None].to(self.device), noise, description)
             images.append(torch.as_tensor(image).float().clamp(0, 1).cpu())
         return torch.cat(images)
+
+    def _recording_decode(self, description: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``decode`` that first notes the final latent's spread on the training scale."""
+        spreads = self._latent_spreads.setdefault(description, [])
+        scale_factor = getattr(self.sampler, "scale_factor", None)
+
+        def decode(latent: torch.Tensor) -> torch.Tensor:
+            if scale_factor is not None:
+                spreads.append(float(latent.float().std()) * float(scale_factor))
+            return self.decode(latent)
+
+        return decode
+
+    def latent_spread(self) -> dict[str, Any]:
+        """Each sample's final latent std times scale_factor (training latents: 1.0), and how many drifted."""
+        spreads = [value for values in self._latent_spreads.values() for value in values]
+        if not spreads:
+            return {"note": "not measured: the sampler has no scale_factor"}
+        drifted = [value for value in spreads if abs(value - 1.0) > LATENT_SPREAD_TOLERANCE]
+        return {
+            "definition": "std of each sample's final latent times scale_factor; the training latents give 1.0",
+            "n_samples": len(spreads),
+            "min": min(spreads),
+            "max": max(spreads),
+            "mean": float(np.mean(spreads)),
+            "tolerance": LATENT_SPREAD_TOLERANCE,
+            "n_outside_tolerance": len(drifted),
+            "per_study": {name: values for name, values in self._latent_spreads.items()},
+        }
+
+    def same_condition(self, real: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """Samples at one condition against the real subjects: pairwise Pearson r inside the brain."""
+        if self.same_condition_samples < 2:
+            return {"note": "skipped: same_condition_samples < 2"}, None
+        region = real.mean(0)[0] >= BRAIN_REGION_THRESHOLD
+        conditions = torch.tensor([self.fidelity_base_condition] * self.same_condition_samples, dtype=torch.float32)
+        images = self.generate(conditions, "same condition")
+        similarity = masked_pearson(region)
+        generated_r, pairs = pairwise_mean(images, similarity, self.max_pairs)
+        real_r, real_pairs = pairwise_mean(real, similarity, self.max_pairs)
+        report = {
+            "condition": self.fidelity_base_condition,
+            "n_samples": len(images),
+            "mean_pairwise_r_generated": generated_r,
+            "pairs": pairs,
+            "mean_pairwise_r_real": real_r,
+            "real_pairs": real_pairs,
+            "excess_over_real": generated_r - real_r,
+            "region": f"voxels where the reference images' mean is at least {BRAIN_REGION_THRESHOLD}",
+            "n_region_voxels": int(region.sum()),
+        }
+        return report, images
 
     def check_shape(self, images: torch.Tensor) -> None:
         if tuple(images.shape[2:]) != self.ventricle_roi.shape:
@@ -256,6 +337,8 @@ class GenerativeEvaluation:
         fidelity = self.fidelity()
         report["conditioning_fidelity"] = fidelity
         report["measurement_check_on_real_images"] = self.measurement_check(reference)
+        report["same_condition_diversity"], same_condition_images = self.same_condition(real)
+        report["latent_spread"] = self.latent_spread()
         report["measurement"] = {
             "csf_threshold": self.csf_threshold,
             "voxel_ml": self.voxel_ml,
@@ -271,6 +354,12 @@ class GenerativeEvaluation:
             for image, c in zip(generated[:4], conditions[:4])
         ]
         write_png(grid(rows), self.output_dir / "samples.png")
+        if same_condition_images is not None:
+            rows = [
+                captioned(triplanar(image[0].numpy()), f"same condition, sample {i}")
+                for i, image in enumerate(same_condition_images)
+            ]
+            write_png(grid(rows), self.output_dir / "same_condition.png")
         write_json(report, self.output_dir / "metrics.json")
         return report
 
