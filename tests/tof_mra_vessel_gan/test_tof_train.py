@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import bundle_scripts_modules
 from tests.tof_mra_vessel_gan.tof_helpers import (
     BUNDLE,
     N_TRAINING_PATIENTS,
@@ -48,6 +49,28 @@ def test_wgan_gp_sn_trains_and_exports_a_plain_generator(trained_gan):
     assert "generator_loss" in trained_gan.log and "gradient_penalty" in trained_gan.log
     assert list(trained_gan.output_dir.glob("events.out.tfevents.*"))
     assert list(trained_gan.output_dir.glob("preview_iteration_*.png"))
+
+
+def test_previews_log_the_label_statistics(trained_gan):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in trained_gan.output_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"label/label_vessel_fraction"} <= tags
+    assert "label vessel fraction" in trained_gan.log
+
+
+def test_label_statistics_known_answer():
+    with bundle_scripts_modules(BUNDLE, "generation") as (generation,):
+        pairs = -np.ones((2, 2, 4, 4), dtype=np.float32)
+        pairs[0, 1, :2, :2] = 1.0  # 4 of 32 label pixels pass the threshold
+        pairs[0, 0, :2, :2] = 0.5  # and the image is brighter there: 0.5 against -1
+        statistics = generation.label_statistics(pairs, 0.8)
+        assert statistics == {"label_vessel_fraction": 4 / 32, "vessel_contrast": 1.5}
+        assert generation.label_statistics(-np.ones((1, 2, 4, 4)), 0.8)["vessel_contrast"] is None
 
 
 @pytest.mark.parametrize(

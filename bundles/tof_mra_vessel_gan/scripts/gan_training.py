@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader
 from scripts.common.atomic_io import atomic_path, write_png
 from scripts.common.checks import check_positive_int
 from scripts.common.engines import CustomIterationTrainer
+from scripts.common.previews import captioned
 from scripts.common.weights import check_exportable, unwrap
-from scripts.generation import pairs_preview, sample_latents
+from scripts.generation import label_statistics, pairs_preview, sample_latents
 from scripts.networks import folded_state_dict
 
 __all__ = [
@@ -226,6 +227,10 @@ class PreviewSaver:
         latent_size: noise length.
         threshold: label-channel threshold used to binarise the shown label.
         seed: seed of the fixed noise.
+        statistics_pairs: pairs generated from a second fixed noise at each preview for the label
+            statistics (vessel fraction of the labels, image contrast under them; see
+            ``scripts.generation.label_statistics``), logged to TensorBoard in ``output_dir`` and
+            written into the preview's caption; 0 turns them off.
     """
 
     def __init__(
@@ -237,6 +242,7 @@ class PreviewSaver:
         latent_size: int = 128,
         threshold: float = 0.8,
         seed: int = 0,
+        statistics_pairs: int = 256,
     ) -> None:
         check_positive_int("preview_interval", interval)
         check_positive_int("preview_pairs", n_pairs)
@@ -245,6 +251,9 @@ class PreviewSaver:
         self.interval = int(interval)
         self.threshold = float(threshold)
         self.noise = sample_latents(int(n_pairs), int(latent_size), seed)
+        # a stream of its own, so the shown pairs stay those of the same seed without statistics
+        self.statistics_noise = sample_latents(int(statistics_pairs), int(latent_size), seed + 1)
+        self._writer: Any = None
         self._last_saved = -1
 
     def attach(self, engine: Engine) -> None:
@@ -261,11 +270,34 @@ class PreviewSaver:
         try:
             with torch.no_grad():
                 pairs = network(self.noise.to(engine.state.device)).cpu().numpy()
+                sampled = [network(chunk.to(engine.state.device)).cpu() for chunk in self.statistics_noise.split(64)]
         finally:
             network.train(was_training)
+        preview = pairs_preview(pairs, self.threshold)
+        if sampled:
+            statistics = label_statistics(torch.cat(sampled), self.threshold)
+            self._log_statistics(statistics, engine.state.iteration)
+            contrast = statistics["vessel_contrast"]
+            caption = f"iteration {engine.state.iteration}: label vessel fraction {100 * statistics['label_vessel_fraction']:.3f} %"
+            caption += (
+                f", image contrast under labels {contrast:+.3f}" if contrast is not None else ", no labelled pixel"
+            )
+            preview = captioned(preview, caption)
+            engine.logger.info(caption)
         path = self.output_dir / f"preview_iteration_{engine.state.iteration:07d}.png"
-        write_png(pairs_preview(pairs, self.threshold), path)
+        write_png(preview, path)
         engine.logger.info(f"wrote {path}")
+
+    def _log_statistics(self, statistics: Mapping[str, float | None], iteration: int) -> None:
+        """TensorBoard scalars ``label/<name>`` beside the loss curves (None values are skipped)."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.output_dir))
+        for name, value in statistics.items():
+            if value is not None:
+                self._writer.add_scalar(f"label/{name}", value, iteration)
+        self._writer.flush()
 
 
 class ExportGenerator:

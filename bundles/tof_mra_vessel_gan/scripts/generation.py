@@ -114,6 +114,23 @@ def generate_pairs(
     return torch.cat(outputs)
 
 
+def label_statistics(pairs: np.ndarray | torch.Tensor, threshold: float = 0.8) -> dict[str, float | None]:
+    """How much the label channel marks, and whether the image is bright where it does.
+
+    A label channel that collapses to the thickest trunks shows as a vessel fraction far below the
+    real pairs'; a label that ignores the image shows as no contrast. ``vessel_contrast`` is the
+    mean image value under labelled pixels minus that under the rest (None when nothing is labelled).
+    """
+    images, labels = split_pairs(pairs, threshold)
+    vessel = labels.astype(bool)
+    statistics: dict[str, float | None] = {"label_vessel_fraction": float(vessel.mean())}
+    if vessel.any() and not vessel.all():
+        statistics["vessel_contrast"] = float(images[vessel].mean() - images[~vessel].mean())
+    else:
+        statistics["vessel_contrast"] = None
+    return statistics
+
+
 def _tile(plane: np.ndarray, low: float, high: float) -> Image.Image:
     # patches are (x, y) of an RAS axial slice: rotate so anterior is up, like previews.triplanar
     scaled = np.clip((np.rot90(plane) - low) / (high - low), 0.0, 1.0)
