@@ -33,6 +33,12 @@ def test_diffusion_training_exports_weights_scale_factor_and_preview(trained: di
     stats = json.loads((trained["models"] / "latent_stats.json").read_text())
     assert math.isfinite(stats["scale_factor"]) and stats["scale_factor"] > 0
     assert stats["autoencoder"] == "autoencoder.pt" and len(stats["autoencoder_sha256"]) == 64
+    # the export is the moving average (checkpointed beside the online weights), not the last step's weights
+    checkpoint = torch.load(trained["diffusion_run"] / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert {"diffusion", "ema_diffusion"} <= set(checkpoint)
+    for key, value in state.items():
+        torch.testing.assert_close(value, checkpoint["ema_diffusion"][key], rtol=0, atol=0)
+    assert any(not torch.equal(value, checkpoint["diffusion"][key]) for key, value in state.items())
     preview = trained["diffusion_run"] / "previews" / "epoch_0002.png"
     assert preview.stat().st_size > 0
     assert list((trained["diffusion_run"] / "tensorboard").glob("events.out.tfevents.*"))

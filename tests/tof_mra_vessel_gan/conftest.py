@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from tests.tof_mra_vessel_gan.tof_helpers import (
     PATCHES_PER_PATIENT,
     TINY,
     TINY_PHANTOMS,
-    run_bundle,
+    run_tiny,
     workspace_overrides,
 )
 
@@ -43,10 +42,8 @@ def copied_datalist(tof_datalist: Path, tmp_path: Path) -> Path:
 def trained_gan(tof_datalist: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The shipped variant (wgan_gp_sn) trained for two tiny epochs by train.json, as a user would."""
     root = tmp_path_factory.mktemp("trained_gan")
-    result = run_bundle(
-        BUNDLE,
-        ["train.json", "wgan_gp_sn.json", TINY],
-        {"dataset_dir": str(tof_datalist.parent), **workspace_overrides(root)},
+    result = run_tiny(
+        ["train.json", "wgan_gp_sn.json"], {"dataset_dir": str(tof_datalist.parent), **workspace_overrides(root)}
     )
     return SimpleNamespace(
         root=root, log=result.stdout + result.stderr, **{k: Path(v) for k, v in workspace_overrides(root).items()}
@@ -71,8 +68,7 @@ def vivid_generator(bundle_scripts: SimpleNamespace, tmp_path_factory: pytest.Te
     import torch
 
     torch.manual_seed(0)
-    tiny = json.loads((BUNDLE / "configs" / TINY).read_text())
-    generator = bundle_scripts.networks.PairGenerator(ngf=tiny["ngf"], init_std=0.2)
+    generator = bundle_scripts.networks.PairGenerator(ngf=TINY["ngf"], init_std=0.2)
     with torch.no_grad():
         generator(torch.randn(16, 128))  # batch-norm running statistics
     path = tmp_path_factory.mktemp("vivid") / "generator.pt"

@@ -1,4 +1,4 @@
-"""export.json: the generator as TorchScript and ONNX, matching PyTorch on fresh noise."""
+"""export.json (merged over inference.json): the generator as TorchScript and ONNX, matching PyTorch on fresh noise."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
+from tests.tof_mra_vessel_gan.tof_helpers import TINY, run_tiny
 
 
 def test_export_matches_pytorch(vivid_generator, bundle_scripts, tmp_path):
-    run_bundle(BUNDLE, ["export.json", TINY], {"generator_path": str(vivid_generator), "export_dir": str(tmp_path)})
+    run_tiny(["inference.json", "export.json"], {"generator_path": str(vivid_generator), "export_dir": str(tmp_path)})
     report = json.loads((tmp_path / "export_report.json").read_text())
     checks = report["networks"]["generator"]["checks"]
     assert [c["input_shapes"]["z"][0] for c in checks] == [2, 5]  # traced at batch 2, checked at 5 too
     assert report["networks"]["generator"]["onnx_inputs"]["z"][0] == "z_batch"
 
     # independent check on noise the export never saw
-    tiny = json.loads((BUNDLE / "configs" / TINY).read_text())
-    generator = bundle_scripts.networks.PairGenerator(ngf=tiny["ngf"])
+    generator = bundle_scripts.networks.PairGenerator(ngf=TINY["ngf"])
     generator.load_state_dict(torch.load(vivid_generator, map_location="cpu", weights_only=True))
     generator.eval()
     noise = torch.randn(3, 128, generator=torch.Generator().manual_seed(7))

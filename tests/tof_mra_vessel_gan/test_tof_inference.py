@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
+from tests.tof_mra_vessel_gan.tof_helpers import run_tiny
 
 
 def _generate(weights, output_dir, check=True, **overrides):
     overrides = {"generator_path": str(weights), "output_dir": str(output_dir), **overrides}
-    return run_bundle(BUNDLE, ["inference.json", TINY], overrides, check=check)
+    return run_tiny("inference.json", overrides, check=check)
 
 
 def _pairs(output_dir):
@@ -89,11 +89,7 @@ def test_tensorrt_overlay_is_a_no_op_on_cpu_that_still_generates(generated, vivi
     """inference_trt.json without a GPU: the same five pairs as plain inference (seed 3, batches of 2)."""
     output_dir = tmp_path / "trt"
     overrides = {"generator_path": str(vivid_generator), "output_dir": str(output_dir)}
-    run_bundle(
-        BUNDLE,
-        ["inference.json", "inference_trt.json", TINY],
-        {**overrides, "n_samples": 5, "seed": 3, "batch_size": 2},
-    )
+    run_tiny(["inference.json", "inference_trt.json"], {**overrides, "n_samples": 5, "seed": 3, "batch_size": 2})
     _, images, labels = _pairs(output_dir)
     _, expected_images, expected_labels = _pairs(generated)
     assert len(images) == 5

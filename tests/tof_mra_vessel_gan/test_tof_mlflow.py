@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.mlflow_helpers import read_single_run, sqlite_store
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle, workspace_overrides
+from tests.tof_mra_vessel_gan.tof_helpers import run_tiny, workspace_overrides
 
 
 def test_gan_training_logs_params_loss_terms_and_previews(tof_datalist: Path, tmp_path: Path) -> None:
     store = sqlite_store(tmp_path)
     overrides = {"dataset_dir": str(tof_datalist.parent), **workspace_overrides(tmp_path), "tracking_uri": store}
-    run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", "mlflow.json", TINY], overrides)
+    run_tiny(["train.json", "wgan_gp_sn.json", "mlflow.json"], overrides)
 
     run = read_single_run(store, "tof_mra_vessel_gan_logs")  # named after the run folder
     assert run.status == "FINISHED"
@@ -33,7 +33,7 @@ def test_segmentation_training_logs_loss_and_validation_dice(tof_datalist: Path,
         "tracking_uri": store,
         "experiment_name": "segmentation",
     }
-    run_bundle(BUNDLE, ["train_segmentation.json", "mlflow.json", "mlflow_segmentation.json", TINY], overrides)
+    run_tiny(["train_segmentation.json", "mlflow.json", "mlflow_segmentation.json"], overrides)
 
     run = read_single_run(store, "segmentation")
     assert run.params["learning_rate"] == "0.0001"

@@ -11,23 +11,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle, workspace_overrides
+from tests.tof_mra_vessel_gan.tof_helpers import run_tiny, workspace_overrides
 
 
 @pytest.fixture(scope="module")
 def pairs(vivid_generator: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pairs")
-    run_bundle(
-        BUNDLE,
-        ["inference.json", TINY],
-        {"generator_path": str(vivid_generator), "output_dir": str(out), "n_samples": 6},
-    )
+    run_tiny("inference.json", {"generator_path": str(vivid_generator), "output_dir": str(out), "n_samples": 6})
     return out
 
 
 def _run(config: str, vivid_generator: Path, datalist: Path, out: Path, check: bool = True, **extra):
     overrides = {"generator_path": str(vivid_generator), "dataset_dir": str(datalist.parent), "output_dir": str(out)}
-    return run_bundle(BUNDLE, ["inference.json", TINY, config], {**overrides, **extra}, check=check)
+    return run_tiny(["inference.json", config], {**overrides, **extra}, check=check)
 
 
 def test_planted_training_patches_are_flagged(
@@ -58,7 +54,7 @@ def test_planted_training_patches_are_flagged(
     assert retrain["training"] == [{"patient": "retained_synthetic", "patches": "retained_patches.npz"}]
     workspace = tmp_path / "distilled"
     overrides = {"datalist": str(out / "retained_datalist.json"), "max_epochs": 1, **workspace_overrides(workspace)}
-    log = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides)
+    log = run_tiny(["train.json", "wgan_gp_sn.json"], overrides)
     assert (workspace / "models" / "generator.pt").is_file(), log.stdout[-2000:]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, TINY, run_bundle
+from tests.tof_mra_vessel_gan.tof_helpers import BUNDLE, run_tiny
 
 
 def _train(datalist, tmp_path, **overrides):
@@ -20,7 +20,7 @@ def _train(datalist, tmp_path, **overrides):
         "max_epochs": 1,
         **overrides,
     }
-    return run_bundle(BUNDLE, ["train_segmentation.json", TINY], overrides)
+    return run_tiny("train_segmentation.json", overrides)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_evaluate_reports_dice_and_hd95_per_held_out_patient(segmenters, tof_dat
         "output_dir": str(tmp_path),
         "segmenters": {name: str(path) for name, path in paths.items()},
     }
-    run_bundle(BUNDLE, ["evaluate.json", TINY], overrides)
+    run_tiny(["inference.json", "evaluate.json"], overrides)
     report = json.loads((tmp_path / "segmentation_metrics.json").read_text())
     test_patients = [item["patient"] for item in json.loads(tof_datalist.read_text())["test"]]
     assert report["patients"] == test_patients and report["threshold"] == 0.5
@@ -128,7 +128,7 @@ def test_evaluate_names_missing_segmenter_weights(tof_datalist, tmp_path):
         "output_dir": str(tmp_path / "eval"),
         "segmenters": {"real": str(missing)},
     }
-    result = run_bundle(BUNDLE, ["evaluate.json", TINY], overrides, check=False)
+    result = run_tiny(["inference.json", "evaluate.json"], overrides, check=False)
     assert result.returncode != 0 and "segmenter weights not found" in result.stderr and str(missing) in result.stderr
     assert not (tmp_path / "eval").exists()
 

@@ -13,15 +13,14 @@ import torch
 
 from tests.helpers import bundle_scripts_modules
 from tests.tof_mra_vessel_gan.tof_helpers import (
-    BUNDLE,
     N_TRAINING_PATIENTS,
     PATCHES_PER_PATIENT,
     TINY,
-    run_bundle,
+    run_tiny,
     workspace_overrides,
 )
 
-TINY_BATCH = json.loads((BUNDLE / "configs" / TINY).read_text())["batch_size"]
+TINY_BATCH = TINY["batch_size"]
 ITERATIONS_PER_EPOCH = N_TRAINING_PATIENTS * PATCHES_PER_PATIENT // TINY_BATCH
 
 
@@ -82,7 +81,7 @@ def test_label_statistics_known_answer():
 )
 def test_other_variants_train_a_few_iterations(tof_datalist, tmp_path, variant, extra, logged, absent):
     overrides = {"dataset_dir": str(tof_datalist.parent), "max_epochs": 1, **workspace_overrides(tmp_path), **extra}
-    result = run_bundle(BUNDLE, ["train.json", variant, TINY], overrides)
+    result = run_tiny(["train.json", variant], overrides)
     log = result.stdout + result.stderr
     assert all(term in log for term in logged) and not any(term in log for term in absent)
     state = _checkpoint_state(tmp_path / "checkpoints", 1)
@@ -102,7 +101,7 @@ def test_wall_clock_limit_stops_early_and_still_exports(tof_datalist, tmp_path):
         "max_train_seconds": 1e-6,
         **workspace_overrides(tmp_path),
     }
-    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides)
+    result = run_tiny(["train.json", "wgan_gp_sn.json"], overrides)
     assert "max_train_seconds=1e-06 reached at epoch 1, iteration 1" in result.stdout + result.stderr
     assert _generator_keys(tmp_path / "models" / "generator.pt")
     assert not list((tmp_path / "checkpoints").glob("checkpoint_epoch=*.pt"))  # the partial epoch is not a checkpoint
@@ -112,7 +111,7 @@ def test_training_resumes_from_the_latest_checkpoint(trained_gan, tof_datalist, 
     ckpt_dir = tmp_path / "checkpoints"
     shutil.copytree(trained_gan.ckpt_dir, ckpt_dir)
     overrides = {"dataset_dir": str(tof_datalist.parent), "max_epochs": 3, **workspace_overrides(tmp_path)}
-    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides)
+    result = run_tiny(["train.json", "wgan_gp_sn.json"], overrides)
     log = result.stdout + result.stderr
     assert f"resumed at epoch 2, iteration {2 * ITERATIONS_PER_EPOCH}" in log
     assert "Epoch: 1/3" not in log and "Epoch: 2/3" not in log and "Epoch: 3/3" in log
@@ -131,9 +130,7 @@ def test_multi_gpu_overlay_under_torchrun(tof_datalist, tmp_path):
         "batch_size": 2,
         **workspace_overrides(tmp_path),
     }
-    result = run_bundle(
-        BUNDLE, ["train.json", "multi_gpu_train.json", "wgan_gp_sn.json", TINY], overrides, runner=runner
-    )
+    result = run_tiny(["train.json", "multi_gpu_train.json", "wgan_gp_sn.json"], overrides, runner=runner)
     log = result.stdout + result.stderr
     # each of the 2 processes sees half of the patches: 24 / 2 / batch 2 = 6 iterations per epoch
     per_process = N_TRAINING_PATIENTS * PATCHES_PER_PATIENT // 2 // 2
@@ -168,7 +165,7 @@ def test_bad_patch_files_fail_clearly_and_write_nothing(copied_datalist, tmp_pat
     damaged = _damage_first_training_patch(copied_datalist, how)
     workspace = tmp_path / "workspace"
     overrides = {"dataset_dir": str(copied_datalist.parent), **workspace_overrides(workspace)}
-    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
+    result = run_tiny(["train.json", "wgan_gp_sn.json"], overrides, check=False)
     assert result.returncode != 0
     assert message in result.stderr and str(damaged) in result.stderr
     assert not workspace.exists()
@@ -185,7 +182,7 @@ def test_bad_patch_files_fail_clearly_and_write_nothing(copied_datalist, tmp_pat
 def test_bad_training_settings_are_named_and_write_nothing(tof_datalist, tmp_path, override, message):
     workspace = tmp_path / "workspace"
     overrides = {"dataset_dir": str(tof_datalist.parent), **workspace_overrides(workspace), **override}
-    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
+    result = run_tiny(["train.json", "wgan_gp_sn.json"], overrides, check=False)
     assert result.returncode != 0 and message in result.stderr
     assert not workspace.exists()
 
@@ -196,7 +193,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_shipped_generator(tof_da
     shipped.parent.mkdir(parents=True)
     shipped.write_bytes(b"shipped generator")
     overrides["train#deterministic_transforms#0#maxv"] = "$float('nan')"  # patches scaled to NaN after their check
-    result = run_bundle(BUNDLE, ["train.json", "wgan_gp_sn.json", TINY], overrides, check=False)
+    result = run_tiny(["train.json", "wgan_gp_sn.json"], overrides, check=False)
     assert result.returncode != 0
     log = result.stdout + result.stderr
     assert "non-finite loss" in log and "'critic_loss': nan" in log and "at epoch 1, iteration 1; batch items: [" in log
@@ -208,7 +205,7 @@ def test_unknown_variant_is_refused_before_any_data_is_read(tmp_path):
     """The dataset folder does not exist: the variant error must come first, so no work was started."""
     workspace = tmp_path / "workspace"
     overrides = {"dataset_dir": str(tmp_path / "no_data"), **workspace_overrides(workspace), "variant": "wgan"}
-    result = run_bundle(BUNDLE, ["train.json", TINY], overrides, check=False)
+    result = run_tiny(["train.json"], overrides, check=False)
     assert result.returncode != 0
     assert "variant='wgan' is not one of ['dcgan', 'wgan_gp', 'wgan_gp_sn']" in result.stderr
     assert "no_data" not in result.stderr
