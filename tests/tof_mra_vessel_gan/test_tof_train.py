@@ -13,6 +13,7 @@ import torch
 
 from tests.helpers import bundle_scripts_modules
 from tests.tof_mra_vessel_gan.tof_helpers import (
+    BUNDLE,
     N_TRAINING_PATIENTS,
     PATCHES_PER_PATIENT,
     TINY,
