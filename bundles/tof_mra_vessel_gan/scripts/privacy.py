@@ -33,11 +33,21 @@ def retained_pair(sample: SyntheticSample) -> dict[str, Any]:
     label = path.with_name(path.name[: -len(IMAGE_SUFFIX)] + "_label.nii.gz")
     if not label.is_file():
         raise FileNotFoundError(f"synthetic pair {path} has no label file {label.name}: it cannot be retrained on")
+    try:  # read now, before any output, not when the retained pairs are packed after the screen
+        label_shape = _patch(str(label)).shape
+    except Exception as error:  # nibabel, gzip and zlib each raise their own kind for a cut or corrupt file
+        raise ValueError(f"synthetic pair {path}: its label file {label.name} cannot be read ({error})") from error
+    image_shape = tuple(nib.load(str(path)).shape[:2])
+    if label_shape != image_shape:
+        raise ValueError(
+            f"synthetic pair {path}: its label file {label.name} is {label_shape}, the image {image_shape}"
+        )
     return {"image": str(path), "label": str(label)}
 
 
 def _patch(path: str) -> np.ndarray:
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32).reshape(nib.load(path).shape[:2])
+    image = nib.load(path)
+    return np.asarray(image.dataobj, dtype=np.float32).reshape(image.shape[:2])
 
 
 def pack_retained_pairs(output_dir: str | os.PathLike, patient: str = "retained_synthetic") -> Path | None:
