@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["bundle_relative", "machine_description"]
+__all__ = ["bundle_relative", "machine_description", "machine_facts"]
 
 
 def _cpu_name() -> str:
@@ -25,12 +26,33 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_facts(torch_threads: int | None = None) -> dict[str, Any]:
+    """The machine as a record's ``machine`` object: processor, cores, GPU, torch build and threads, load."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    facts: dict[str, Any] = {
+        "cpu": _cpu_name(),
+        "usable_cpus": usable,
+        "logical_cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads() if torch_threads is None else int(torch_threads),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if hasattr(os, "getloadavg"):  # a busy machine explains slow numbers
+        facts["load_average_at_start"] = list(os.getloadavg())
+    return facts
+
+
 def machine_description() -> str:
     """One line naming the processor, its usable cores, the GPU if any, and the torch build."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parts = [f"{_cpu_name()}, {cores} cores", f"torch {torch.__version__}, {torch.get_num_threads()} threads"]
-    if torch.cuda.is_available():
-        parts.insert(1, torch.cuda.get_device_name(0))
+    facts = machine_facts()
+    parts = [
+        f"{facts['cpu']}, {facts['usable_cpus']} cores",
+        f"torch {facts['torch']}, {facts['torch_threads']} threads",
+    ]
+    if facts["gpu"]:
+        parts.insert(1, facts["gpu"])
     return "; ".join(parts)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from bundle_runtime.atomic_io import write_json
+from bundle_runtime.provenance import machine_facts
 
 BUNDLES = ("brain_ldm", "brain_spade3d", "tof_mra_vessel_gan")
 PROFILES = ("demo", "ukb")
@@ -193,21 +193,7 @@ def worker(spec: dict) -> None:
 
 
 def _machine(threads: int) -> dict:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        model = next(
-            (line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line), model
-        )
-    return {
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_average_at_start": list(os.getloadavg()),
-        "device": "cpu",
-    }
+    return {**machine_facts(torch_threads=threads), "device": "cpu"}
 
 
 def _side(spec: dict, side: str, folder: Path) -> tuple[dict, dict]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 from bundle_runtime.dataset import PARTS_DIR, Plan, merge_manifest, read_records
+from bundle_runtime.provenance import machine_facts
 from bundle_runtime.weights import file_sha256
 from tools import BUNDLES_DIR
 
@@ -123,12 +123,7 @@ def dataset_bench(bundle: str, out: str, n_samples: int = 8, throughput: bool = 
         "bundle": bundle,
         "bundle_version": metadata["version"],
         "weights": _weights(bundle_dir),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "load_average_at_start": load,
-        },
+        "machine": {**machine_facts(torch_threads=1), "load_average_at_start": load},
         "threads_per_process": 1,
         "overrides": OVERRIDES.get(bundle, {}),
         "throughput": runs or "not measured",
