@@ -161,9 +161,7 @@ class AutoencoderKLTrainer(CustomIterationTrainer):
         return output if self.output_activation is None else self.output_activation(output)
 
     def _iteration(self, engine: AutoencoderKLTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        images, targets = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        images, targets = engine.prepare_iteration_batch(batchdata)
         adversarial = engine.adversarial_active()
         engine.autoencoder.train()
         engine.discriminator.train()

@@ -150,3 +150,34 @@ def written_samples(bundle_dir: Path, overrides: dict, folder: Path, n_samples: 
     """``folder`` filled by the bundle's inference.json with ``n_samples`` samples (the screens' synthetic input)."""
     run_bundle(bundle_dir, "inference.json", {**overrides, "output_dir": str(folder), "n_samples": n_samples})
     return folder
+
+
+def assert_inference_refused(bundle_dir: Path, overrides: dict, message: str, out: Path) -> None:
+    """inference.json with ``overrides`` and ``output_dir=out`` fails naming ``message`` and leaves ``out`` unwritten.
+
+    Every bad input must stop the run before any work starts, so no partial output may be left behind.
+    """
+    result = run_bundle(bundle_dir, "inference.json", {**overrides, "output_dir": str(out)}, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not out.exists(), f"partial output left in {out}"
+
+
+#: Resolution of the brain bundles' tiny runs: the 8 mm demo cohort (20x28x20).
+BRAIN_TINY_RESOLUTION_MM = 8
+#: That cohort centre-cropped so that every network's downsampling divides it.
+BRAIN_TINY_SPATIAL_SHAPE = [16, 24, 16]
+#: What the training data check expects of the 8 mm demo cohort (cropped to BRAIN_TINY_SPATIAL_SHAPE on purpose).
+BRAIN_TINY_DATA = {"data_shape": [20, 28, 20], "data_spacing_mm": float(BRAIN_TINY_RESOLUTION_MM)}
+#: Tiny sizes of the latent diffusion stack both brain bundles build (MONAI's AutoencoderKL and DiffusionModelUNet
+#: under the same config ids); a bundle's helpers add their own keys over them.
+TINY_LATENT_AUTOENCODER = {
+    "spatial_shape": BRAIN_TINY_SPATIAL_SHAPE,
+    "autoencoder_def#channels": [8, 8, 8],
+    "autoencoder_def#norm_num_groups": 4,
+}
+TINY_LATENT_DIFFUSION = {
+    "diffusion_def#channels": [16, 32],
+    "diffusion_def#num_head_channels": [0, 16],
+    "diffusion_def#norm_num_groups": 8,
+}

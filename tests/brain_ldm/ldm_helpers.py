@@ -14,25 +14,14 @@ from types import ModuleType
 import numpy as np
 
 from bundle_runtime.atomic_io import write_json, write_nifti
+from tests.helpers import BRAIN_TINY_DATA as TINY_DATA
+from tests.helpers import BRAIN_TINY_RESOLUTION_MM as RESOLUTION_MM
+from tests.helpers import BRAIN_TINY_SPATIAL_SHAPE as SPATIAL_SHAPE
 from tests.helpers import BUNDLES_DIR, REPO_ROOT, SHARED_REFERENCE, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
+from tests.helpers import TINY_LATENT_AUTOENCODER as TINY_AUTOENCODER
+from tests.helpers import TINY_LATENT_DIFFUSION as TINY_DIFFUSION
 
 BUNDLE = BUNDLES_DIR / "brain_ldm"
-RESOLUTION_MM = 8
-SPATIAL_SHAPE = [16, 24, 16]
-#: What the training data check expects of the 8 mm demo cohort (cropped to SPATIAL_SHAPE on purpose).
-TINY_DATA = {"data_shape": [20, 28, 20], "data_spacing_mm": float(RESOLUTION_MM)}
-
-#: Network sizes shared by every tiny run (keys valid in all brain_ldm configs that define the networks).
-TINY_AUTOENCODER = {
-    "spatial_shape": SPATIAL_SHAPE,
-    "autoencoder_def#channels": [8, 8, 8],
-    "autoencoder_def#norm_num_groups": 4,
-}
-TINY_DIFFUSION = {
-    "diffusion_def#channels": [16, 32],
-    "diffusion_def#num_head_channels": [0, 16],
-    "diffusion_def#norm_num_groups": 8,
-}
 TINY_SAMPLING = {
     **TINY_AUTOENCODER,
     **TINY_DIFFUSION,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.brain_ldm.ldm_helpers import BUNDLE, bundle_module, run_bundle
+from tests.brain_ldm.ldm_helpers import BUNDLE, bundle_module
+from tests.helpers import assert_inference_refused
 
 NAMES = ["sex", "age", "ventricular_vol", "brain_vol"]
 DEFAULTS = {"sex": 0.0, "age": 0.5, "ventricular_vol": 0.5, "brain_vol": 0.5}
@@ -28,20 +29,10 @@ BAD_VALUES = [
 ]
 
 
-def _assert_refused(result, message: str, out: Path) -> None:
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert not out.exists(), f"partial output left in {out}"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "message"), BAD_VALUES)
 def test_bad_conditioning_and_profile(overrides: dict, message: str, sampling_overrides: dict, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = run_bundle(
-        BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(out), **overrides}, check=False
-    )
-    _assert_refused(result, message, out)
+    assert_inference_refused(BUNDLE, {**sampling_overrides, **overrides}, message, tmp_path / "out")
 
 
 CSV_CASES = [
@@ -61,10 +52,8 @@ CSV_CASES = [
 def test_malformed_conditions_csv(sampling_overrides: dict, tmp_path: Path) -> None:
     table = tmp_path / "conditions.csv"
     table.write_text("sex,age,brain_vol\n0,0.5,0.5\n")
-    out = tmp_path / "out"
-    overrides = {**sampling_overrides, "output_dir": str(out), "conditions_csv": str(table)}
-    result = run_bundle(BUNDLE, "inference.json", overrides, check=False)
-    _assert_refused(result, f"conditions_csv {table}: header ['sex', 'age', 'brain_vol'] lacks column(s)", out)
+    message = f"conditions_csv {table}: header ['sex', 'age', 'brain_vol'] lacks column(s)"
+    assert_inference_refused(BUNDLE, {**sampling_overrides, "conditions_csv": str(table)}, message, tmp_path / "out")
 
 
 @pytest.mark.parametrize(("content", "message"), CSV_CASES)
@@ -108,11 +97,10 @@ def test_good_conditions_resolve_per_sample() -> None:
 
 @pytest.mark.slow
 def test_missing_weights(sampling_overrides: dict, tmp_path: Path) -> None:
-    out = tmp_path / "out"
     missing = tmp_path / "nowhere" / "diffusion.pt"
-    overrides = {**sampling_overrides, "output_dir": str(out), "load_diffusion_path": str(missing)}
-    result = run_bundle(BUNDLE, "inference.json", overrides, check=False)
-    _assert_refused(result, f"load_diffusion_path: weights file {missing} does not exist", out)
+    overrides = {**sampling_overrides, "load_diffusion_path": str(missing)}
+    message = f"load_diffusion_path: weights file {missing} does not exist"
+    assert_inference_refused(BUNDLE, overrides, message, tmp_path / "out")
 
 
 @pytest.mark.slow
@@ -121,9 +109,6 @@ def test_truncated_weights(sampling_overrides: dict, trained: dict, tmp_path: Pa
     shutil.copytree(trained["models"], models)
     weights = models / "autoencoder.pt"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    out = tmp_path / "out"
-    overrides = {**sampling_overrides, "output_dir": str(out), "load_autoencoder_path": str(weights)}
-    result = run_bundle(BUNDLE, "inference.json", overrides, check=False)
-    _assert_refused(
-        result, f"load_autoencoder_path: weights file {weights} is truncated or not a PyTorch checkpoint", out
-    )
+    overrides = {**sampling_overrides, "load_autoencoder_path": str(weights)}
+    message = f"load_autoencoder_path: weights file {weights} is truncated or not a PyTorch checkpoint"
+    assert_inference_refused(BUNDLE, overrides, message, tmp_path / "out")

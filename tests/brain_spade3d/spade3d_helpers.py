@@ -11,28 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from tests.helpers import BUNDLES_DIR, REPO_ROOT, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
+from tests.helpers import BRAIN_TINY_DATA as TINY_DATA
+from tests.helpers import BRAIN_TINY_RESOLUTION_MM as RESOLUTION_MM
+from tests.helpers import BRAIN_TINY_SPATIAL_SHAPE as SPATIAL_SHAPE
+from tests.helpers import BUNDLES_DIR, REPO_ROOT, TINY_LATENT_AUTOENCODER, bundle_scripts_modules, run_bundle  # noqa: F401  (re-exported)
+from tests.helpers import TINY_LATENT_DIFFUSION as TINY_DIFFUSION
 
 BUNDLE = BUNDLES_DIR / "brain_spade3d"
-RESOLUTION_MM = 8
-#: The 8 mm cohort (20x28x20) centre-cropped so that every network's downsampling divides it.
-SPATIAL_SHAPE = [16, 24, 16]
-#: What the training data check expects of the 8 mm demo cohort (cropped to SPATIAL_SHAPE on purpose).
-TINY_DATA = {"data_shape": [20, 28, 20], "data_spacing_mm": float(RESOLUTION_MM)}
 LESION_NAMES = ["wmh", "tumour", "edema", "enhancing"]
 
 #: Network sizes of every tiny run; each key exists in every config that defines the network.
-TINY_AUTOENCODER = {
-    "spatial_shape": SPATIAL_SHAPE,
-    "autoencoder_def#channels": [8, 8, 8],
-    "autoencoder_def#norm_num_groups": 4,
-    "latent_channels": 4,
-}
-TINY_DIFFUSION = {
-    "diffusion_def#channels": [16, 32],
-    "diffusion_def#num_head_channels": [0, 16],
-    "diffusion_def#norm_num_groups": 8,
-}
+TINY_AUTOENCODER = {**TINY_LATENT_AUTOENCODER, "latent_channels": 4}
 TINY_GENERATOR = {
     "spatial_shape": SPATIAL_SHAPE,
     "generator_def#channels": [8, 8, 8],

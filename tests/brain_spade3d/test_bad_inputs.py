@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.brain_spade3d.spade3d_helpers import BUNDLE, LESION_NAMES, bundle_module, run_bundle
-
-
-def _assert_refused(result, message: str, out: Path) -> None:
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert not out.exists(), f"partial output left in {out}"
-
+from tests.brain_spade3d.spade3d_helpers import BUNDLE, LESION_NAMES, bundle_module
+from tests.helpers import assert_inference_refused
 
 BAD_INPUTS = [
     pytest.param({"pathologies": {"glioma": 0.5}}, "unknown lesion(s) ['glioma']", id="unknown-pathology"),
@@ -32,11 +26,7 @@ BAD_INPUTS = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "message"), BAD_INPUTS)
 def test_bad_request_is_refused(overrides: dict, message: str, sampling_overrides: dict, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    result = run_bundle(
-        BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(out), **overrides}, check=False
-    )
-    _assert_refused(result, message, out)
+    assert_inference_refused(BUNDLE, {**sampling_overrides, **overrides}, message, tmp_path / "out")
 
 
 @pytest.mark.slow
@@ -44,10 +34,8 @@ def test_style_image_of_the_wrong_shape_is_refused(
     sampling_overrides: dict, spade_cohort: Path, tmp_path: Path
 ) -> None:
     style = next(spade_cohort.glob("sub-*/sub-*_T1w.nii.gz"))  # 20x28x20: not cropped to the bundle's 16x24x16
-    out = tmp_path / "out"
-    overrides = {**sampling_overrides, "output_dir": str(out), "style_image": str(style)}
-    result = run_bundle(BUNDLE, "inference.json", overrides, check=False)
-    _assert_refused(result, f"style_image {style} has shape (20, 28, 20)", out)
+    overrides = {**sampling_overrides, "style_image": str(style)}
+    assert_inference_refused(BUNDLE, overrides, f"style_image {style} has shape (20, 28, 20)", tmp_path / "out")
 
 
 @pytest.mark.slow
@@ -56,10 +44,8 @@ def test_missing_weights_are_named(sampling_overrides: dict, spade_trained: dict
     models.mkdir()
     for name in ("label_autoencoder.pt", "label_diffusion.pt", "label_stats.json"):  # the image generator is missing
         (models / name).write_bytes((spade_trained["models"] / name).read_bytes())
-    out = tmp_path / "out"
-    overrides = {**sampling_overrides, "models_dir": str(models), "output_dir": str(out)}
-    result = run_bundle(BUNDLE, "inference.json", overrides, check=False)
-    _assert_refused(result, f"load_generator_path: weights file {models / 'image_generator.pt'} does not exist", out)
+    message = f"load_generator_path: weights file {models / 'image_generator.pt'} does not exist"
+    assert_inference_refused(BUNDLE, {**sampling_overrides, "models_dir": str(models)}, message, tmp_path / "out")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from ignite.engine import Events
 from ignite.metrics import Average
@@ -18,7 +19,7 @@ class _HalvingTrainer(CustomIterationTrainer):
         super().__init__("cpu", 2, data, lambda batch, device, non_blocking, **kwargs: batch * 2, **engine_options)
 
     def _iteration(self, engine: CustomIterationTrainer, batchdata: torch.Tensor) -> dict:
-        prepared = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        prepared = engine.prepare_iteration_batch(batchdata)
         return {"loss": float(prepared.sum()) / 2}
 
 
@@ -40,3 +41,8 @@ def test_engine_options_reach_the_monai_trainer() -> None:
     assert trainer.amp is False and trainer.state.epoch == 2
     assert seen == [3.0, 5.0]  # epoch_length 1: one batch per epoch, doubled by prepare_batch, then halved
     assert trainer.state.metrics["mean_loss"] == 5.0  # the key metric of the last epoch
+
+
+def test_an_iteration_without_a_batch_is_refused() -> None:
+    with pytest.raises(ValueError, match="Must provide batch data"):
+        _HalvingTrainer([torch.tensor([1.0])]).prepare_iteration_batch(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -58,27 +59,30 @@ def test_planted_training_patches_are_flagged(
     assert (workspace / "models" / "generator.pt").is_file(), log.stdout[-2000:]
 
 
-def test_a_retained_pair_without_its_label_is_named_before_any_output(
-    tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
-) -> None:
-    synthetic = tmp_path / "synthetic"
-    shutil.copytree(pairs, synthetic)
+def _drop_a_label(synthetic: Path) -> None:
     (synthetic / "pair_000001_label.nii.gz").unlink()
-    out = tmp_path / "screen"
-    result = _run("privacy.json", vivid_generator, tof_datalist, out, check=False, synthetic_dir=str(synthetic))
-    assert result.returncode != 0 and "pair_000001_image.nii.gz has no label file" in result.stderr
-    assert not out.exists()
 
 
-def test_a_patch_of_the_wrong_size_is_named(
-    tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
+def _add_a_patch_of_the_wrong_size(synthetic: Path) -> None:
+    nib.save(nib.Nifti1Image(np.zeros((64, 64), np.float32), np.eye(4)), str(synthetic / "pair_999_image.nii.gz"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(_drop_a_label, "pair_000001_image.nii.gz has no label file", id="retained-pair-without-label"),
+        pytest.param(_add_a_patch_of_the_wrong_size, "pair_999_image.nii.gz has shape (1, 64, 64)", id="wrong-size"),
+    ],
+)
+def test_a_bad_synthetic_pair_is_named_before_any_output(
+    damage: Callable[[Path], None], message: str, tof_datalist: Path, vivid_generator: Path, pairs: Path, tmp_path: Path
 ) -> None:
     synthetic = tmp_path / "synthetic"
     shutil.copytree(pairs, synthetic)
-    nib.save(nib.Nifti1Image(np.zeros((64, 64), np.float32), np.eye(4)), str(synthetic / "pair_999_image.nii.gz"))
+    damage(synthetic)
     out = tmp_path / "screen"
     result = _run("privacy.json", vivid_generator, tof_datalist, out, check=False, synthetic_dir=str(synthetic))
-    assert result.returncode != 0 and "pair_999_image.nii.gz has shape (1, 64, 64)" in result.stderr
+    assert result.returncode != 0 and message in result.stderr
     assert not out.exists()
 
 

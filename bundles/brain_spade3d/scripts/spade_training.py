@@ -173,9 +173,7 @@ class SPADETrainer(CustomIterationTrainer):
         self.reconstruction_weight = float(reconstruction_weight)
 
     def _iteration(self, engine: SPADETrainer, batchdata: dict[str, torch.Tensor]) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        seg, images = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        seg, images = engine.prepare_iteration_batch(batchdata)[:2]
         engine.generator.train()
         engine.discriminator.train()
 

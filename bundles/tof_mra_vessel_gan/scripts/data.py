@@ -54,6 +54,17 @@ def _select(items: list[dict], patients: int | Sequence[str] | None, datalist: P
     return [item for item in items if item.get("patient") in wanted]
 
 
+def _chosen_items(
+    datalist: str | os.PathLike, split: str, patients: int | Sequence[str] | None
+) -> tuple[list[dict], Path]:
+    """The chosen patients' items of ``split`` and their root folder; an error when none are left to read."""
+    items, root = read_datalist(datalist, split)
+    items = _select(items, patients, Path(datalist), split)
+    if not items:
+        raise ValueError(f"the {split!r} split of {datalist} is empty")
+    return items, root
+
+
 def _read_patches(path: Path, datalist: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"patch file {path} listed in {datalist} does not exist")
@@ -95,10 +106,7 @@ def load_patch_pairs(
         max_patches_per_patient: keep at most this many patches per patient (in file order, so
             vessel-centred patches come first); None keeps all.
     """
-    items, root = read_datalist(datalist, split)
-    items = _select(items, patients, Path(datalist), split)
-    if not items:
-        raise ValueError(f"the {split!r} split of {datalist} is empty")
+    items, root = _chosen_items(datalist, split, patients)
     pairs = []
     for item in items:
         if "patches" not in item:
@@ -114,10 +122,7 @@ def patient_volumes(
     datalist: str | os.PathLike, split: str = "test", patients: int | Sequence[str] | None = None
 ) -> list[dict[str, str]]:
     """Whole-volume items ``{"patient", "image", "label"[, "brain_mask"]}`` with absolute paths, checked to exist."""
-    items, root = read_datalist(datalist, split)
-    items = _select(items, patients, Path(datalist), split)
-    if not items:
-        raise ValueError(f"the {split!r} split of {datalist} is empty")
+    items, root = _chosen_items(datalist, split, patients)
     volumes = []
     for item in items:
         entry = {"patient": item.get("patient", Path(item["image"]).name)}

@@ -196,9 +196,7 @@ class PairGanTrainer(CustomIterationTrainer):
         return loss.detach()
 
     def _iteration(self, engine: PairGanTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        real = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        real = engine.prepare_iteration_batch(batchdata)
         engine.generator.train()
         engine.critic.train()
         output = engine._critic_step(real)

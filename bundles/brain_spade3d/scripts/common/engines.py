@@ -73,3 +73,13 @@ class CustomIterationTrainer(Trainer):
             to_kwargs=to_kwargs,
             **extra,
         )
+
+    def prepare_iteration_batch(self, batchdata: Any) -> Any:
+        """``prepare_batch`` of one iteration's batch on the engine's device, as MONAI's own trainers call it.
+
+        Every subclass's ``_iteration`` starts here, so the missing-batch error and the device/``to_kwargs``
+        handling are the same for all of them.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        return self.prepare_batch(batchdata, self.state.device, self.non_blocking, **self.to_kwargs)

@@ -53,30 +53,32 @@ def triplanar(
     return side_by_side(tiles, gap=2 * zoom)
 
 
+def _stack(tiles: Sequence[Image.Image], gap: int, background: int, horizontal: bool) -> Image.Image:
+    """Tiles one after another ``gap`` pixels apart, in a row (vertically centred) or a column (left-aligned).
+
+    The canvas is RGB as soon as one tile is, so colour tiles keep their colours beside grey ones.
+    """
+    along = [t.width if horizontal else t.height for t in tiles]
+    breadth = max(t.height if horizontal else t.width for t in tiles)
+    length = sum(along) + gap * (len(tiles) - 1)
+    mode = "RGB" if any(t.mode == "RGB" for t in tiles) else "L"
+    size = (length, breadth) if horizontal else (breadth, length)
+    canvas = Image.new(mode, size, color=background if mode == "L" else (background,) * 3)
+    offset = 0
+    for tile, extent in zip(tiles, along):
+        canvas.paste(tile.convert(mode), (offset, (breadth - tile.height) // 2) if horizontal else (0, offset))
+        offset += extent + gap
+    return canvas
+
+
 def side_by_side(tiles: Sequence[Image.Image], gap: int = 4, background: int = 0) -> Image.Image:
     """Tiles in one row, vertically centred."""
-    height = max(t.height for t in tiles)
-    width = sum(t.width for t in tiles) + gap * (len(tiles) - 1)
-    mode = "RGB" if any(t.mode == "RGB" for t in tiles) else "L"
-    canvas = Image.new(mode, (width, height), color=background if mode == "L" else (background,) * 3)
-    left = 0
-    for tile in tiles:
-        canvas.paste(tile.convert(mode), (left, (height - tile.height) // 2))
-        left += tile.width + gap
-    return canvas
+    return _stack(tiles, gap, background, horizontal=True)
 
 
 def grid(rows: Sequence[Image.Image], gap: int = 4, background: int = 0) -> Image.Image:
     """Row images stacked vertically, left-aligned."""
-    width = max(r.width for r in rows)
-    height = sum(r.height for r in rows) + gap * (len(rows) - 1)
-    mode = "RGB" if any(r.mode == "RGB" for r in rows) else "L"
-    canvas = Image.new(mode, (width, height), color=background if mode == "L" else (background,) * 3)
-    top = 0
-    for row in rows:
-        canvas.paste(row.convert(mode), (0, top))
-        top += row.height + gap
-    return canvas
+    return _stack(rows, gap, background, horizontal=False)
 
 
 def captioned(image: Image.Image, text: str, height: int = 14) -> Image.Image:
