@@ -63,6 +63,11 @@ def _drop_a_label(synthetic: Path) -> None:
     (synthetic / "pair_000001_label.nii.gz").unlink()
 
 
+def _cut_a_label(synthetic: Path) -> None:
+    label = synthetic / "pair_000002_label.nii.gz"
+    label.write_bytes(label.read_bytes()[:40])  # a kill mid-copy
+
+
 def _add_a_patch_of_the_wrong_size(synthetic: Path) -> None:
     nib.save(nib.Nifti1Image(np.zeros((64, 64), np.float32), np.eye(4)), str(synthetic / "pair_999_image.nii.gz"))
 
@@ -71,6 +76,11 @@ def _add_a_patch_of_the_wrong_size(synthetic: Path) -> None:
     ("damage", "message"),
     [
         pytest.param(_drop_a_label, "pair_000001_image.nii.gz has no label file", id="retained-pair-without-label"),
+        pytest.param(
+            _cut_a_label,
+            "pair_000002_image.nii.gz: its label file pair_000002_label.nii.gz cannot be read",
+            id="cut-label",
+        ),
         pytest.param(_add_a_patch_of_the_wrong_size, "pair_999_image.nii.gz has shape (1, 64, 64)", id="wrong-size"),
     ],
 )
