@@ -56,11 +56,13 @@ def bundle_command(
 
 
 def bundle_env(elsewhere_bundle: Path | None = None) -> dict[str, str]:
-    """The environment of a bundle subprocess: fixed hash seed, few threads; the bundle on PYTHONPATH for a run
-    from another folder, as the bundles' READMEs document (MONAI adds the bundle to sys.path only after initialize)."""
+    """The environment of a bundle subprocess: fixed hash seed, few threads. For a run from another folder,
+    ``PYTHONPATH`` keeps no entry that is the bundle: the configs must find ``scripts`` through ``--bundle_root``."""
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    if elsewhere_bundle is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(elsewhere_bundle), os.environ.get("PYTHONPATH")]))
+    if elsewhere_bundle is not None and env.get("PYTHONPATH"):
+        bundle = Path(elsewhere_bundle).resolve()
+        kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != bundle]
+        env["PYTHONPATH"] = os.pathsep.join(kept)
     return env
 
 
@@ -77,9 +79,9 @@ def run_bundle(
 
     ``config`` is one config file name under ``configs/`` or a list merged in order, like a user's
     ``--config_file "['configs/train.json','configs/multi_gpu_train.json']"``. ``runner`` replaces
-    ``python -m`` (e.g. with torchrun). The process runs in the bundle folder so ``scripts`` imports; with
-    ``cwd`` it runs there instead, as the bundles' READMEs document for another folder: config paths inside the
-    bundle, ``--bundle_root`` and the bundle on ``PYTHONPATH``.
+    ``python -m`` (e.g. with torchrun). The process runs in the bundle folder; with ``cwd`` it runs there
+    instead, as the bundles' READMEs document for another folder: absolute config paths and ``--bundle_root``,
+    and no ``PYTHONPATH`` entry for the bundle.
     """
     command = bundle_command(bundle_dir, config, overrides, runner, elsewhere=cwd is not None)
     env = bundle_env(bundle_dir if cwd is not None else None)

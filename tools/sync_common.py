@@ -16,8 +16,11 @@ COMMON_SOURCE = REPO_ROOT / "bundle_runtime"
 COMMON_TARGET = Path("scripts") / "common"
 
 # How a bundle's scripts and configs name a shared module: scripts.common.x, from .common.x,
-# from scripts.common import x, y; and how shared modules name each other: from .x import, from . import x.
-_BUNDLE_REFERENCE = re.compile(r"scripts\.common\.(\w+)|\.common\.(\w+)|(?:scripts)?\.common import ([\w, ]+)")
+# from scripts.common import x, y, or by file path, scripts/common/x.py (a config that runs it before it can import
+# it); and how shared modules name each other: from .x import, from . import x.
+_BUNDLE_REFERENCE = re.compile(
+    r"scripts\.common\.(\w+)|\.common\.(\w+)|(?:scripts)?\.common import ([\w, ]+)|scripts/common/(\w+)\.py"
+)
 _SIBLING_REFERENCE = re.compile(r"from \.(\w+) import|from \. import ([\w, ]+)|scripts\.common\.(\w+)")
 
 

@@ -49,6 +49,7 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
     assert [str(p) for p in required_files(BUNDLES_DIR / "tof_mra_vessel_gan")] == [
         "__init__.py",
         "atomic_io.py",
+        "bundle_path.py",
         "checkpoints.py",
         "checks.py",
         "dataset.py",
