@@ -25,10 +25,18 @@ OVERLAY_SETS = [
     ["inference.json", "evaluate.json"],
     ["inference.json", "privacy.json"],
     ["inference.json", "generate.json"],
+    ["inference.json", "calibrate.json"],
     ["train_segmentation.json"],
 ]
 #: Overlays merged over inference.json: they add keys or change them, never repeat one.
-INFERENCE_OVERLAYS = ["inference_trt.json", "export.json", "evaluate.json", "privacy.json", "generate.json"]
+INFERENCE_OVERLAYS = [
+    "inference_trt.json",
+    "export.json",
+    "evaluate.json",
+    "privacy.json",
+    "generate.json",
+    "calibrate.json",
+]
 VARIANTS = ["dcgan.json", "wgan_gp.json", "wgan_gp_sn.json"]
 #: Each network's config id and, per config that defines it, the merged configs that build it. inference.json holds
 #: the one generator its overlays use; the standalone training bases keep their own definitions, which must build
