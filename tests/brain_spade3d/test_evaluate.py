@@ -35,7 +35,7 @@ def test_evaluation_report(sampling_overrides: dict, spade_cohort: Path, tmp_pat
     }
     run_bundle(BUNDLE, ["inference.json", "evaluate.json"], overrides)
     report = json.loads((out / "evaluation.json").read_text())
-    assert "demo data" in report["data"] and report["protocol"]["segmenter"] == "UNet"
+    assert "demo data" in report["data"] and report["protocol"]["segmenter"] == "UNet" and report["machine"]
     distance = report["feature_distance"]  # 2 synthetic T1w images against 2 of the 4 real training ones
     assert distance["name"] == "Fréchet radiomics-style feature distance" and distance["n_generated"] == 2
     assert _is_number(distance["value"]) and _is_number(distance["real_split_half"])

@@ -19,7 +19,10 @@ EXPORTS = {
         "label_autoencoder.pt",
         {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer", "random_states"},
     ),
-    "train_label_diffusion.json": ("label_diffusion.pt", {"diffusion", "optimizer", "trainer", "random_states"}),
+    "train_label_diffusion.json": (
+        "label_diffusion.pt",
+        {"diffusion", "ema_diffusion", "optimizer", "trainer", "random_states"},
+    ),
     "train_image_generator.json": (
         "image_generator.pt",
         {"generator", "discriminator", "optimizer_g", "optimizer_d", "trainer", "random_states"},

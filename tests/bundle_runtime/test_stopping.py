@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from ignite.engine import Engine, Events
 
 from bundle_runtime.stopping import WallClockLimit
+from tests.helpers import BUNDLES_DIR
 
 
 def _counting_engine() -> tuple[Engine, list[str]]:
@@ -48,7 +48,7 @@ def test_non_positive_limit_is_rejected_by_name(seconds):
         WallClockLimit(seconds=seconds)
 
 
-TRAINING_CONFIGS = sorted((Path(__file__).resolve().parents[3] / "bundles").glob("*/configs/train*.json"))
+TRAINING_CONFIGS = sorted(BUNDLES_DIR.glob("*/configs/train*.json"))
 
 
 def test_every_bundle_training_config_is_wired_for_max_train_seconds():

@@ -55,7 +55,7 @@ def test_previews_log_the_label_statistics(trained_gan):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = set()
-    for events in trained_gan.output_dir.glob("events.out.tfevents.*"):
+    for events in (trained_gan.output_dir / "label_statistics").glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         tags |= set(accumulator.Tags()["scalars"])

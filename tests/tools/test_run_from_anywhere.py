@@ -41,7 +41,7 @@ EXPECTED = {
 INITIALIZE_ONLY = [
     ("brain_ldm", ["inference.json", "export.json"]),
     ("brain_spade3d", ["inference.json", "evaluate.json"]),
-    ("tof_mra_vessel_gan", ["export.json"]),
+    ("tof_mra_vessel_gan", ["inference.json", "export.json"]),
 ]
 INITIALIZE_SCRIPT = """
 import sys

@@ -227,7 +227,7 @@ class PreviewSaver:
         seed: seed of the fixed noise.
         statistics_pairs: pairs generated from a second fixed noise at each preview for the label
             statistics (vessel fraction of the labels, image contrast under them; see
-            ``scripts.generation.label_statistics``), logged to TensorBoard in ``output_dir`` and
+            ``scripts.generation.label_statistics``), logged to TensorBoard in ``output_dir/label_statistics`` and
             written into the preview's caption; 0 turns them off.
     """
 
@@ -291,7 +291,8 @@ class PreviewSaver:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.output_dir))
+            # a run folder of its own, so the loss handler's event file stays the only one in output_dir
+            self._writer = SummaryWriter(log_dir=str(self.output_dir / "label_statistics"))
         for name, value in statistics.items():
             if value is not None:
                 self._writer.add_scalar(f"label/{name}", value, iteration)
