@@ -36,6 +36,8 @@ class DPMSolverMultistepScheduler(Scheduler):
         num_train_timesteps: number of diffusion steps the model was trained with.
         schedule: MONAI noise schedule name (e.g. ``"scaled_linear_beta"``).
         prediction_type: what the model predicts: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
+        clip_sample_values: (low, high) bounds of every x0 prediction, as ``DDIMScheduler``'s
+            ``clip_sample``; None leaves x0 unclipped.
         schedule_args: arguments of the schedule function (``beta_start``, ``beta_end``).
     """
 
@@ -44,19 +46,28 @@ class DPMSolverMultistepScheduler(Scheduler):
         num_train_timesteps: int = 1000,
         schedule: str = "linear_beta",
         prediction_type: str = "epsilon",
+        clip_sample_values: tuple[float, float] | None = None,
         **schedule_args,
     ) -> None:
         super().__init__(num_train_timesteps, schedule, **schedule_args)
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type={prediction_type!r} must be one of {PREDICTION_TYPES}")
+        if clip_sample_values is not None and not float(clip_sample_values[0]) < float(clip_sample_values[1]):
+            raise ValueError(f"clip_sample_values={clip_sample_values!r} must be (low, high) with low < high")
         self.prediction_type = prediction_type
+        self.clip_sample_values = None if clip_sample_values is None else tuple(float(v) for v in clip_sample_values)
         self.init_noise_sigma = 1.0
         self.set_timesteps(num_train_timesteps)
 
     @classmethod
     def from_scheduler(cls, scheduler: Scheduler) -> DPMSolverMultistepScheduler:
-        """A solver on exactly the noise schedule (betas, alphas) of another MONAI scheduler."""
-        solver = cls(scheduler.num_train_timesteps, prediction_type=getattr(scheduler, "prediction_type", "epsilon"))
+        """A solver on exactly the noise schedule (betas, alphas) and x0 clipping of another MONAI scheduler."""
+        clip = tuple(scheduler.clip_sample_values) if getattr(scheduler, "clip_sample", False) else None
+        solver = cls(
+            scheduler.num_train_timesteps,
+            prediction_type=getattr(scheduler, "prediction_type", "epsilon"),
+            clip_sample_values=clip,
+        )
         solver.betas = scheduler.betas.clone()
         solver.alphas = scheduler.alphas.clone()
         solver.alphas_cumprod = scheduler.alphas_cumprod.clone()
@@ -84,10 +95,12 @@ class DPMSolverMultistepScheduler(Scheduler):
 
     def _predicted_x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: float, sigma: float):
         if self.prediction_type == "epsilon":
-            return (sample - sigma * model_output) / alpha
-        if self.prediction_type == "sample":
-            return model_output
-        return alpha * sample - sigma * model_output
+            x0 = (sample - sigma * model_output) / alpha
+        elif self.prediction_type == "sample":
+            x0 = model_output
+        else:
+            x0 = alpha * sample - sigma * model_output
+        return x0 if self.clip_sample_values is None else x0.clamp(*self.clip_sample_values)
 
     def _next_timestep(self, timestep: int) -> int | None:
         matches = (self.timesteps == int(timestep)).nonzero()

@@ -26,6 +26,7 @@ BAD_VALUES = [
     pytest.param({"solver": "heun"}, "solver='heun' is not one of ['ddim', 'dpmpp_2m']", id="unknown-solver"),
     pytest.param({"decode_mode": "tiles"}, "decode_mode='tiles' is not one of ['whole', 'split']", id="decode-mode"),
     pytest.param({"decode_splits": 0}, "decode_splits=0 must be a positive integer", id="decode-splits"),
+    pytest.param({"x0_clip": 0}, "x0_clip=0 must be a positive number or null", id="x0-clip"),
 ]
 
 

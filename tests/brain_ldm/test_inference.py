@@ -113,3 +113,18 @@ def test_split_decoding_and_the_dpm_solver_through_the_bundle(sampling_overrides
         volumes[mode] = _volume(out / "sample_000000.nii.gz")
     assert 0.0 < float(volumes["whole"].std())
     np.testing.assert_allclose(volumes["split"], volumes["whole"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["ddim", "dpmpp_2m"])
+def test_x0_clip_bounds_the_sampled_latent_and_is_recorded(
+    sampling_overrides: dict, tmp_path: Path, solver: str
+) -> None:
+    """x0_clip reaches the sampler (a tight bound changes the brain, none leaves it) and each sidecar names it."""
+    volumes = {}
+    for clip in (None, 0.05):
+        out = tmp_path / f"{solver}_{clip}"
+        overrides = {**sampling_overrides, "output_dir": str(out), "solver": solver, "ddim_eta": 0.0}
+        run_bundle(BUNDLE, "inference.json", {**overrides, "x0_clip": "$None" if clip is None else clip})
+        assert json.loads((out / "sample_000000.json").read_text())["x0_clip"] == clip
+        volumes[clip] = _volume(out / "sample_000000.nii.gz")
+    assert float(np.abs(volumes[0.05] - volumes[None]).max()) > 1e-3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bundle_runtime.checks import check_non_negative_int, check_positive_int
+from bundle_runtime.checks import check_non_negative_int, check_optional_positive_number, check_positive_int
 
 
 def test_integers_pass_through_as_int():
@@ -24,3 +24,14 @@ def test_positive_int_refuses_by_name(value):
 def test_non_negative_int_refuses_by_name(value):
     with pytest.raises(ValueError, match=r"^seed=.* must be a non-negative integer$"):
         check_non_negative_int("seed", value)
+
+
+def test_optional_positive_number_passes_none_and_numbers_as_float():
+    assert check_optional_positive_number("x0_clip", None) is None
+    assert check_optional_positive_number("x0_clip", 4) == 4.0 and type(check_optional_positive_number("k", 4)) is float
+
+
+@pytest.mark.parametrize("value", [0, -1.5, float("inf"), float("nan"), "4", True])
+def test_optional_positive_number_refuses_by_name(value):
+    with pytest.raises(ValueError, match=r"^x0_clip=.* must be a positive number or null$"):
+        check_optional_positive_number("x0_clip", value)

@@ -112,3 +112,34 @@ def test_bad_solver_name_and_step_count_are_named():
         select_solver("dpmpp_2m", published_schedule()).set_timesteps(0)
     with pytest.raises(ValueError, match="prediction_type='noise'"):
         DPMSolverMultistepScheduler(prediction_type="noise")
+
+
+@pytest.mark.parametrize("solver_name", ["ddim", "dpmpp_2m"])
+def test_x0_predictions_are_clipped_to_the_source_schedulers_bounds(solver_name):
+    """A source DDIMScheduler with clip_sample bounds every x0 prediction, whichever solver samples."""
+    source = DDIMScheduler(
+        1000,
+        "scaled_linear_beta",
+        beta_start=0.0015,
+        beta_end=0.0205,
+        clip_sample=True,
+        clip_sample_min=-2.0,
+        clip_sample_max=3.0,
+    )
+    unclipped = DDIMScheduler(1000, "scaled_linear_beta", beta_start=0.0015, beta_end=0.0205, clip_sample=False)
+    sample = torch.zeros(1, 2, 4, 4, 4)
+    model_output = torch.linspace(-1, 1, sample.numel()).reshape(sample.shape)  # x0 = -output * sigma / alpha
+    x0_per_solver = []
+    for scheduler in (select_solver(solver_name, source), select_solver(solver_name, unclipped)):
+        scheduler.set_timesteps(10)
+        x0_per_solver.append(scheduler.step(model_output, int(scheduler.timesteps[0]), sample)[1])
+    clipped, free = x0_per_solver
+    assert float(free.min()) < -2.0 and float(free.max()) > 3.0  # the case needs clipping at both ends
+    assert float(clipped.min()) == -2.0 and float(clipped.max()) == 3.0
+    inside = (free > -2.0) & (free < 3.0)
+    assert torch.equal(clipped[inside], free[inside])
+
+
+def test_bad_clip_bounds_are_named():
+    with pytest.raises(ValueError, match="clip_sample_values"):
+        DPMSolverMultistepScheduler(clip_sample_values=(1.0, -1.0))

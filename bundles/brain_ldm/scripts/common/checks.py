@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_choice", "check_non_negative_int", "check_positive_int"]
+__all__ = ["check_choice", "check_non_negative_int", "check_optional_positive_number", "check_positive_int"]
 
 
 def _check_int(name: str, value: Any, minimum: int, wording: str) -> int:
@@ -32,3 +33,12 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {list(choices)}")
     return value
+
+
+def check_optional_positive_number(name: str, value: Any) -> float | None:
+    """``value`` as a positive finite float, or None when unset (booleans and strings are refused)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive number or null")
+    return float(value)
