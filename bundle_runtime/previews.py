@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["captioned", "grid", "histogram_panel", "scatter_panel", "side_by_side", "triplanar"]
+__all__ = ["axial", "captioned", "grid", "histogram_panel", "scatter_panel", "side_by_side", "triplanar"]
 
 
 def _to_uint8(plane: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -36,20 +36,36 @@ def triplanar(
         zoom: integer upscaling (nearest neighbour) so small 4 mm volumes stay readable.
         centre: voxel the three planes pass through.
     """
-    volume = np.asarray(volume)
-    if volume.ndim == 4 and volume.shape[0] == 1:
-        volume = volume[0]
-    if volume.ndim != 3:
-        raise ValueError(f"triplanar needs a 3D volume, got shape {volume.shape}")
+    volume = _volume_3d(volume, "triplanar")
     x, y, z = (s // 2 for s in volume.shape) if centre is None else (int(c) for c in centre)
     planes = [
         np.rot90(volume[x, :, :]),  # sagittal: rows superior->inferior, columns posterior->anterior
         np.rot90(volume[:, y, :]),  # coronal: rows superior->inferior, columns left->right
         np.rot90(volume[:, :, z]),  # axial: rows anterior->posterior, columns left->right
     ]
-    tiles = [Image.fromarray(_to_uint8(p, value_range), mode="L") for p in planes]
-    tiles = [t.resize((t.width * zoom, t.height * zoom), Image.Resampling.NEAREST) for t in tiles]
-    return side_by_side(tiles, gap=2 * zoom)
+    return side_by_side([_tile(plane, value_range, zoom) for plane in planes], gap=2 * zoom)
+
+
+def _volume_3d(volume: np.ndarray, helper: str) -> np.ndarray:
+    volume = np.asarray(volume)
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        volume = volume[0]
+    if volume.ndim != 3:
+        raise ValueError(f"{helper} needs a 3D volume, got shape {volume.shape}")
+    return volume
+
+
+def _tile(plane: np.ndarray, value_range: tuple[float, float], zoom: int) -> Image.Image:
+    tile = Image.fromarray(_to_uint8(plane, value_range), mode="L")
+    return tile.resize((tile.width * zoom, tile.height * zoom), Image.Resampling.NEAREST)
+
+
+def axial(
+    volume: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0), zoom: int = 4, z: int | None = None
+) -> Image.Image:
+    """The axial slice at ``z`` (default the middle) as :func:`triplanar` draws it, for grids of many volumes."""
+    volume = _volume_3d(volume, "axial")
+    return _tile(np.rot90(volume[:, :, volume.shape[2] // 2 if z is None else int(z)]), value_range, zoom)
 
 
 def _stack(tiles: Sequence[Image.Image], gap: int, background: int, horizontal: bool) -> Image.Image:

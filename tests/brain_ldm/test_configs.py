@@ -81,6 +81,7 @@ def test_demo_networks_fit_the_mni_crop() -> None:
         ["train_diffusion.json", "multi_gpu_train_diffusion.json"],
         ["inference.json", "inference_trt.json"],
         ["inference.json", "evaluate.json"],
+        ["inference.json", "solver_study.json"],
         ["inference.json", "ukb.json"],
         ["inference.json", "export.json"],
         ["inference.json", "inference_onnx.json"],

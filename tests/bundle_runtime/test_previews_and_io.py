@@ -11,7 +11,7 @@ import pytest
 
 from bundle_runtime.atomic_io import atomic_path, write_json, write_nifti, write_png
 from bundle_runtime.mni import crop_affine
-from bundle_runtime.previews import captioned, scatter_panel, triplanar
+from bundle_runtime.previews import axial, captioned, scatter_panel, triplanar
 
 
 def test_nifti_carries_the_mni_affine(tmp_path: Path) -> None:
@@ -53,6 +53,15 @@ def test_triplanar_orientation(tmp_path: Path) -> None:
     assert list(columns) == [0] and list(rows) == [offset + 8 - 1 - 4]  # left on the left, superior up
     write_png(captioned(image, "test"), tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_axial_is_the_axial_tile_of_triplanar() -> None:
+    volume = np.random.default_rng(0).random((10, 12, 8))
+    tile = np.asarray(axial(volume, zoom=2))
+    assert tile.shape == (12 * 2, 10 * 2)
+    strip = np.asarray(triplanar(volume, zoom=2))
+    np.testing.assert_array_equal(tile, strip[:, -10 * 2 :])  # the axial tile is triplanar's last one
+    assert not np.array_equal(np.asarray(axial(volume, zoom=1, z=0)), np.asarray(axial(volume, zoom=1)))
 
 
 def test_scatter_panel_draws_points() -> None:
