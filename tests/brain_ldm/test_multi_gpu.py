@@ -23,10 +23,11 @@ def test_autoencoder_overlay(brain_cohort: Path, tmp_path: Path) -> None:
     state = torch.load(tmp_path / "models" / "autoencoder.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in state)  # DDP unwrapped before export
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_epoch=2.pt").exists()
-    # rank 0 alone logs: one training and one validation writer, both in one process
-    # (event files are named events.out.tfevents.<time>.<host>.<pid>.<n>)
+    # rank 0 alone logs: the training and validation writers, all in one process (event files are named
+    # events.out.tfevents.<time>.<host>.<pid>.<n>; a clean-clone CI run once showed 4 files from that one
+    # process, so a writer may reopen its file: only the process count is the rule)
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-    assert len(events) == 2 and len({path.name.split(".")[-2] for path in events}) == 1
+    assert len(events) >= 2 and len({path.name.split(".")[-2] for path in events}) == 1, events
 
 
 def test_diffusion_overlay(brain_cohort: Path, trained: dict, tmp_path: Path) -> None:
