@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bundle_runtime.atomic_io import atomic_path, write_json, write_nifti, write_png
+from bundle_runtime.atomic_io import atomic_path, json_safe, write_json, write_nifti, write_png
 from bundle_runtime.mni import crop_affine
 from bundle_runtime.previews import axial, captioned, scatter_panel, triplanar
 
@@ -69,3 +70,10 @@ def test_scatter_panel_draws_points() -> None:
     assert panel.size == (300, 200)
     blue = np.all(np.asarray(panel) == (31, 119, 180), axis=-1)
     assert blue.sum() >= 3
+
+
+def test_json_safe_turns_non_finite_floats_into_none_at_any_depth(tmp_path):
+    record = {"r": float("nan"), "rows": [{"mse": float("inf")}, (1.5, -float("inf"))], "name": "ddim", "n": 3}
+    safe = json_safe(record)
+    assert safe == {"r": None, "rows": [{"mse": None}, [1.5, None]], "name": "ddim", "n": 3}
+    assert json.loads(write_json(safe, tmp_path / "r.json").read_text()) == safe  # valid JSON, no NaN tokens

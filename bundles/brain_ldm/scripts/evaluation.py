@@ -21,7 +21,6 @@ each other than different people do are one brain, not a distribution.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scripts.common.atomic_io import write_json, write_png
+from scripts.common.atomic_io import json_safe, write_json, write_png
 from scripts.common.feature_extractors import load_feature_extractor, pooled_features
 from scripts.common.image_similarity import four_gradient_region_ssim, pairwise_mean
 from scripts.common.latent_diffusion import ConditionalLatentSampler
@@ -345,7 +344,7 @@ class GenerativeEvaluation:
             "ventricles": "voxels below csf_threshold inside the MNI ventricle ROI",
             "brain": "voxels at or above csf_threshold in the skull-stripped field of view",
         }
-        report = _finite_or_none(report)
+        report = json_safe(report)
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_png(self.fidelity_plot(fidelity), self.output_dir / "conditioning_fidelity.png")
@@ -362,14 +361,3 @@ class GenerativeEvaluation:
             write_png(grid(rows), self.output_dir / "same_condition.png")
         write_json(report, self.output_dir / "metrics.json")
         return report
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become None instead of invalid JSON tokens."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value

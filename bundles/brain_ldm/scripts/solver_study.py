@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from scripts.common.atomic_io import write_json, write_png
+from scripts.common.atomic_io import json_safe, write_json, write_png
 from scripts.common.checks import check_choice, check_non_negative_int, check_positive_int
 from scripts.common.image_similarity import pairwise_mean
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import axial, captioned, grid, side_by_side
 from scripts.common.solvers import SOLVERS
-from scripts.evaluation import LATENT_SPREAD_TOLERANCE, _finite_or_none, brain_volume_ml, pearson_r, ventricle_volume_ml
+from scripts.evaluation import LATENT_SPREAD_TOLERANCE, brain_volume_ml, pearson_r, ventricle_volume_ml
 
 __all__ = [
     "SolverStudy",
@@ -234,7 +234,7 @@ class SolverStudy:
             "rows": rows,
             "table": format_table(rows),
         }
-        record = _finite_or_none(record)  # a diverged setting gives NaN, which JSON cannot hold
+        record = json_safe(record)  # a diverged setting gives NaN, which JSON cannot hold
         tiles = {s: captioned(axial(images[s][0][0, 0].numpy()), f"{s[0]} {s[1]}") for s in sorted(self.settings)}
         solvers = dict.fromkeys(solver for solver, _ in self.settings)  # one picture row per solver, steps ascending
         picture = grid([side_by_side([tile for s, tile in tiles.items() if s[0] == solver]) for solver in solvers])

@@ -9,6 +9,7 @@ NIfTI, PNG or JSON that a later step would read as valid.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "json_safe",
     "atomic_path",
     "prepare_output_dir",
     "stale_temporaries",
@@ -49,6 +51,17 @@ def atomic_path(path: str | os.PathLike, write: Callable[[Path], Any], stable_te
         if temporary.exists():
             temporary.unlink()
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """Copy with NaN and infinities as None: a diverged measurement must not write invalid JSON tokens."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:
