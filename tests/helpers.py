@@ -19,6 +19,11 @@ SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
 GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
 
 
+def bundle_version(bundle_dir: Path) -> str:
+    """The version in the bundle's metadata, which every sidecar and manifest row must carry."""
+    return json.loads((bundle_dir / "configs" / "metadata.json").read_text())["version"]
+
+
 def _cli_value(value: object) -> str:
     """Python-literal text, which fire parses back (JSON's true/false/null would stay strings)."""
     return value if isinstance(value, str) else repr(value)

@@ -57,5 +57,5 @@ def sampling_overrides(trained: dict[str, Path]) -> dict:
     return {
         **TINY_SAMPLING,
         "load_autoencoder_path": str(trained["models"] / "autoencoder.pt"),
-        "load_diffusion_path": str(trained["models"] / "diffusion.pt"),
+        "load_diffusion_path": str(trained["models"] / "model.pt"),
     }

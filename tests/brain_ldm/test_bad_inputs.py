@@ -98,7 +98,7 @@ def test_good_conditions_resolve_per_sample() -> None:
 
 @pytest.mark.slow
 def test_missing_weights(sampling_overrides: dict, tmp_path: Path) -> None:
-    missing = tmp_path / "nowhere" / "diffusion.pt"
+    missing = tmp_path / "nowhere" / "model.pt"
     overrides = {**sampling_overrides, "load_diffusion_path": str(missing)}
     message = f"load_diffusion_path: weights file {missing} does not exist"
     assert_inference_refused(BUNDLE, overrides, message, tmp_path / "out")

@@ -53,7 +53,7 @@ def weights(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("brain_ldm_export") / "models"
     paths = {
         "load_autoencoder_path": str(folder / "autoencoder.pt"),
-        "load_diffusion_path": str(folder / "diffusion.pt"),
+        "load_diffusion_path": str(folder / "model.pt"),
     }
     with bundle_module("common.export"):
         parser = inference_parser(TINY)

@@ -9,7 +9,7 @@ import pytest
 
 from tests import dataset_cases as cases
 from tests.brain_ldm.ldm_helpers import BUNDLE
-from tests.helpers import run_bundle
+from tests.helpers import bundle_version, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,9 @@ def test_torchrun_shards_kill_and_resume_give_one_identical_dataset(tmp_path: Pa
     rows = cases.manifest_rows(tmp_path / "sharded")
     assert [float(r["age"]) for r in rows] == [0.1, 0.4, 0.6, 0.9]  # requested conditions recorded
     assert all(float(r["measured_brain_ml"]) > 0 and float(r["measured_ventricle_ml"]) >= 0 for r in rows)
-    assert {len(r["diffusion_sha256"]) for r in rows} == {64} and {r["bundle_version"] for r in rows} == {"0.1.0"}
+    assert {len(r["diffusion_sha256"]) for r in rows} == {64} and {r["bundle_version"] for r in rows} == {
+        bundle_version(BUNDLE)
+    }
 
 
 def test_a_non_numeric_conditions_csv_is_refused(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from bundle_runtime.mni import crop_affine, crop_shape
 from tests.brain_ldm.ldm_helpers import BUNDLE, RESOLUTION_MM, SPATIAL_SHAPE, bundle_module, run_bundle
+from tests.helpers import bundle_version
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +61,7 @@ def test_samples_are_written_with_mni_affine_preview_and_sidecar(sampling_overri
     sidecar = json.loads((out / "sample_000001.json").read_text())
     assert sidecar["seed"] == 8 and sidecar["base_seed"] == 7 and sidecar["index"] == 1
     assert sidecar["conditioning"] == {"sex": 1.0, "age": 0.8, "ventricular_vol": 0.5, "brain_vol": 0.5}
-    assert sidecar["profile"] == "demo" and sidecar["bundle_version"] == "0.1.0"
+    assert sidecar["profile"] == "demo" and sidecar["bundle_version"] == bundle_version(BUNDLE)
     assert sidecar["num_inference_steps"] == 3 and sidecar["scheduler"] == "DDIMScheduler"
     assert len(sidecar["weights"]["diffusion_sha256"]) == 64
     np.testing.assert_allclose(sidecar["affine"], image.affine, atol=1e-5)

@@ -37,7 +37,7 @@ def test_diffusion_overlay(brain_cohort: Path, trained: dict, tmp_path: Path) ->
     overrides = tiny_diffusion_training(brain_cohort, tmp_path / "run", models)
     configs = ["train_diffusion.json", "multi_gpu_train_diffusion.json"]
     run_bundle(BUNDLE, configs, overrides, runner=TORCHRUN)
-    state = torch.load(models / "diffusion.pt", weights_only=True)
+    state = torch.load(models / "model.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in state)
     assert (models / "latent_stats.json").exists()
     assert (tmp_path / "run" / "previews" / "epoch_0002.png").exists()

@@ -55,4 +55,4 @@ def test_the_chain_retrains_on_the_retained_samples_only(
     # the config crops on purpose (ResizeWithPadOrCropd): the shape check is off for this mixed datalist only
     overrides.update(datalist_path=str(screen / "retained_datalist.json"), data_shape="$None")
     run_bundle(BUNDLE, "train_diffusion.json", overrides)
-    assert (models / "diffusion.pt").is_file() and (models / "latent_stats.json").is_file()
+    assert (models / "model.pt").is_file() and (models / "latent_stats.json").is_file()

@@ -37,7 +37,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder.mkdir()
     paths = {
         "load_autoencoder_path": str(folder / "autoencoder.pt"),
-        "load_diffusion_path": str(folder / "diffusion.pt"),
+        "load_diffusion_path": str(folder / "model.pt"),
     }
     with bundle_module("common.weights"):
         parser = ConfigParser()

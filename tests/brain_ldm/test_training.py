@@ -28,7 +28,7 @@ def test_autoencoder_training_exports_weights_and_logs(trained: dict[str, Path])
 
 
 def test_diffusion_training_exports_weights_scale_factor_and_preview(trained: dict[str, Path]) -> None:
-    state = torch.load(trained["models"] / "diffusion.pt", weights_only=True)
+    state = torch.load(trained["models"] / "model.pt", weights_only=True)
     assert state["conv_in.conv.weight"].shape[1] == 3 + 4  # latent channels + broadcast condition
     stats = json.loads((trained["models"] / "latent_stats.json").read_text())
     assert math.isfinite(stats["scale_factor"]) and stats["scale_factor"] > 0
