@@ -32,12 +32,20 @@ class DPMSolverMultistepScheduler(Scheduler):
     since the second-order correction is undefined at sigma = 0. ``set_timesteps`` resets the state
     (the previous x0 prediction), and so does a step from the first timestep.
 
+    With ``clip_sample_values`` the bound is ``DDIMScheduler``'s but the update is not. MONAI's DDIM step
+    pairs the clipped x0 with the network's own epsilon (``alpha' * clip(x0) + sigma' * eps``), which
+    moves the sample by ``sigma' * alpha / sigma * (clip(x0) - x0)`` on top of the step, however small
+    the step: clipped DDIM has no many-step limit, and its result depends on how many steps fall where
+    the clip acts (near t = 999, where alpha is about 0.01). This solver's data-prediction update uses
+    the epsilon implied by the clipped x0, so it solves the ODE of the clipped denoiser and converges
+    with steps, to a different sample than clipped DDIM gives at any step count.
+
     Args:
         num_train_timesteps: number of diffusion steps the model was trained with.
         schedule: MONAI noise schedule name (e.g. ``"scaled_linear_beta"``).
         prediction_type: what the model predicts: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
-        clip_sample_values: (low, high) bounds of every x0 prediction, as ``DDIMScheduler``'s
-            ``clip_sample``; None leaves x0 unclipped.
+        clip_sample_values: (low, high) bounds of every x0 prediction, the bounds of ``DDIMScheduler``'s
+            ``clip_sample`` (its update differs, above); None leaves x0 unclipped.
         schedule_args: arguments of the schedule function (``beta_start``, ``beta_end``).
     """
 

@@ -143,3 +143,63 @@ def test_x0_predictions_are_clipped_to_the_source_schedulers_bounds(solver_name)
 def test_bad_clip_bounds_are_named():
     with pytest.raises(ValueError, match="clip_sample_values"):
         DPMSolverMultistepScheduler(clip_sample_values=(1.0, -1.0))
+
+
+def clipped_schedule(bound: float = 4.0) -> DDIMScheduler:
+    """The published schedule with every x0 prediction bounded to [-bound, bound] (the ``x0_clip`` key)."""
+    return DDIMScheduler(
+        1000,
+        "scaled_linear_beta",
+        beta_start=0.0015,
+        beta_end=0.0205,
+        clip_sample=True,
+        clip_sample_min=-bound,
+        clip_sample_max=bound,
+    )
+
+
+def test_a_clipped_step_moves_with_the_noise_implied_by_the_clipped_x0_not_the_networks():
+    """Known answer of one clipped step from t = 999: alpha' * x0c + sigma' * (x - alpha * x0c) / sigma.
+
+    MONAI's clipped DDIM keeps the network's noise instead (alpha' * x0c + sigma' * eps), a different point
+    wherever the clip acts, which is why the two samplers disagree under ``x0_clip`` at every step count.
+    """
+    solver = select_solver("dpmpp_2m", clipped_schedule())
+    solver.set_timesteps(10)
+    t, t_next = (int(v) for v in solver.timesteps[:2])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, generator=generator, dtype=torch.float64)
+    noise = torch.randn(256, generator=generator, dtype=torch.float64)
+    alphas_cumprod = solver.alphas_cumprod.double()
+    alpha, sigma = alphas_cumprod[t] ** 0.5, (1 - alphas_cumprod[t]) ** 0.5
+    alpha_next, sigma_next = alphas_cumprod[t_next] ** 0.5, (1 - alphas_cumprod[t_next]) ** 0.5
+    raw_x0 = (x - sigma * noise) / alpha
+    x0 = raw_x0.clamp(-4.0, 4.0)
+    assert float((raw_x0.abs() > 4.0).double().mean()) > 0.5  # at t = 999 the clip acts on most entries
+    next_sample, predicted_x0 = solver.step(noise, t, x)
+    torch.testing.assert_close(predicted_x0, x0, rtol=0, atol=1e-12)
+    implied_noise = (x - alpha * x0) / sigma
+    torch.testing.assert_close(next_sample, alpha_next * x0 + sigma_next * implied_noise, rtol=0, atol=1e-12)
+    assert float((next_sample - (alpha_next * x0 + sigma_next * noise)).abs().max()) > 0.01
+
+
+def test_with_the_clip_acting_dpmpp_converges_with_steps_and_clipped_ddim_does_not(gaussian_case):
+    """A noise predictor 5 % too large (a UNet's error, amplified by sigma / alpha in x0) makes the clip act.
+
+    DPM-Solver++ with the clip settles (20 and 50 steps land on its 200-step sample), while MONAI's clipped
+    DDIM at 50 steps is far from its own 200-step sample: its clip jump does not shrink with the step.
+    """
+    data, x_start, _ = gaussian_case
+
+    def sample(scheduler, steps: int) -> torch.Tensor:
+        scheduler.set_timesteps(steps)
+        x = x_start
+        for t in scheduler.timesteps:
+            x, _ = scheduler.step(1.05 * data.noise_prediction(x, int(t)), int(t), x)
+        return x
+
+    dpm = {steps: sample(select_solver("dpmpp_2m", clipped_schedule()), steps) for steps in (20, 50, 200)}
+    assert float((dpm[20] - dpm[200]).abs().max()) < 0.05
+    assert float((dpm[50] - dpm[200]).abs().max()) < 0.01
+    ddim_50, ddim_200 = sample(clipped_schedule(), 50), sample(clipped_schedule(), 200)
+    assert float((ddim_50 - ddim_200).pow(2).mean().sqrt()) > 0.2
