@@ -64,6 +64,7 @@ def test_study_record_picture_and_table(weights: dict[str, str], tmp_path: Path)
     assert record["weights"]["diffusion_sha256"] == file_sha256(weights["load_diffusion_path"])
     assert record["weights"]["autoencoder_sha256"] == file_sha256(weights["load_autoencoder_path"])
     assert record["machine"] and record["eta"] == 0.0 and record["n_samples"] == 3
+    assert record["x0_clip"] == 4.0  # the demo default, which the study samples with unless told otherwise
     assert record["reference"] == {"solver": "ddim", "steps": 3}
     expected = [("ddim", 3), ("ddim", 2), ("dpmpp_2m", 2), ("dpmpp_2m", 3)]  # the reference first, then the grid
     assert [(s["solver"], s["steps"]) for s in record["settings"]] == expected
