@@ -21,14 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from bundle_runtime.atomic_io import write_json
 from bundle_runtime.dataset import PARTS_DIR, Plan, merge_manifest, read_records
 from bundle_runtime.provenance import machine_facts
 from bundle_runtime.weights import file_sha256
-from tools import BUNDLES_DIR
+from tools import BUNDLES_DIR, REPO_ROOT
 
 #: Overrides that keep a brain sample quick; the step count is part of the record.
 BRAIN_OVERRIDES = {"num_inference_steps": 10, "progress": False}
 OVERRIDES = {"brain_ldm": BRAIN_OVERRIDES, "brain_spade3d": {**BRAIN_OVERRIDES, "contrasts": ["T1w"]}}
+#: The sampler settings a throughput depends on, recorded as the run used them (defaults plus overrides).
+SAMPLING_KEYS = ("solver", "num_inference_steps", "ddim_eta", "x0_clip", "guidance_scale", "batch_size")
 CLOSING_LINE = re.compile(r"shard (\d+)/(\d+): (\d+) samples in ([\d.]+) s")
 
 
@@ -106,6 +109,21 @@ def _weights(bundle: Path) -> dict:
     return record
 
 
+def _sampling(bundle: Path, overrides: dict) -> dict:
+    """The sampler settings of ``inference.json`` with ``overrides``: a record must say how it sampled."""
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    settings = {key: config[key] for key in SAMPLING_KEYS if key in config}
+    settings.update({key: value for key, value in overrides.items() if key in SAMPLING_KEYS})
+    return settings
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it, so a record names no machine path."""
+    resolved = Path(path).resolve()
+    root = REPO_ROOT.resolve()
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path
+
+
 def dataset_bench(bundle: str, out: str, n_samples: int = 8, throughput: bool = True) -> None:
     """Measure the manifest bookkeeping and the 1- and 2-process throughput of ``bundle``; write ``out``.
 
@@ -126,12 +144,13 @@ def dataset_bench(bundle: str, out: str, n_samples: int = 8, throughput: bool = 
         "machine": {**machine_facts(torch_threads=1), "load_average_at_start": load},
         "threads_per_process": 1,
         "overrides": OVERRIDES.get(bundle, {}),
+        "sampling": _sampling(bundle_dir, OVERRIDES.get(bundle, {})),
         "throughput": runs or "not measured",
         "manifest": measure_manifest(),
-        "command": f"python -m tools dataset-bench {bundle} --out {out} --n_samples {n_samples} --throughput {throughput}",
+        "command": f"python -m tools dataset-bench {bundle} --out {_shown(out)} --n_samples {n_samples} --throughput {throughput}",
     }
     if runs:
         record["speed_up_2_processes"] = round(runs[1]["samples_per_s"] / runs[0]["samples_per_s"], 3)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, out)
     print(json.dumps(record, indent=2))
