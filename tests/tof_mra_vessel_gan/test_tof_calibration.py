@@ -46,7 +46,7 @@ def test_calibration_report_and_pictures(tof_datalist: Path, vivid_generator: Pa
     fractions = [row["label_vessel_fraction"] for row in report["sweep"]]
     assert fractions == sorted(fractions, reverse=True)  # a higher threshold never labels more
     assert report["calibrated_threshold"] in (0.1, 0.5, 0.8, None)
-    assert report["configured"]["threshold"] == 0.8 and len(report["weights_sha256"]) == 64 and report["machine"]
+    assert report["configured"]["threshold"] == 0.3 and len(report["weights_sha256"]) == 64 and report["machine"]
     for png in ("label_threshold_sweep.png", "label_threshold_pairs.png"):
         with Image.open(out / png) as image:
             assert image.width > 0

@@ -56,7 +56,7 @@ def test_planted_training_patches_are_flagged(
     workspace = tmp_path / "distilled"
     overrides = {"datalist": str(out / "retained_datalist.json"), "max_epochs": 1, **workspace_overrides(workspace)}
     log = run_tiny(["train.json", "wgan_gp_sn.json"], overrides)
-    assert (workspace / "models" / "generator.pt").is_file(), log.stdout[-2000:]
+    assert (workspace / "models" / "model.pt").is_file(), log.stdout[-2000:]
 
 
 def _drop_a_label(synthetic: Path) -> None:

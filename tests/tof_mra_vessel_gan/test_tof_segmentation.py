@@ -83,8 +83,8 @@ def test_evaluate_reports_dice_and_hd95_per_held_out_patient(segmenters, tof_dat
     # provenance: the shipped version and generator, the machine, and weights named without this machine's paths
     metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     assert report["bundle_version"] == metadata["version"] and report["machine"]
-    assert report["generator"] == "models/generator.pt"
-    assert report["generator_sha256"] == hashlib.sha256((BUNDLE / "models" / "generator.pt").read_bytes()).hexdigest()
+    assert report["generator"] == "models/model.pt"
+    assert report["generator_sha256"] == hashlib.sha256((BUNDLE / "models" / "model.pt").read_bytes()).hexdigest()
     assert {result["weights"] for result in report["segmenters"].values()} == {path.name for path in paths.values()}
     for result in report["segmenters"].values():
         assert [p["patient"] for p in result["patients"]] == test_patients

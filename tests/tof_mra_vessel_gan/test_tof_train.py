@@ -92,7 +92,7 @@ def test_other_variants_train_a_few_iterations(tof_datalist, tmp_path, variant, 
         assert any("adn.N.running_mean" in key for key in state["critic"])  # batch norm
     else:
         assert not any("running_mean" in key for key in state["critic"])  # instance norm, no running stats
-    assert _generator_keys(tmp_path / "models" / "generator.pt")
+    assert _generator_keys(tmp_path / "models" / "model.pt")
 
 
 def test_wall_clock_limit_stops_early_and_still_exports(tof_datalist, tmp_path):
@@ -104,7 +104,7 @@ def test_wall_clock_limit_stops_early_and_still_exports(tof_datalist, tmp_path):
     }
     result = run_tiny(["train.json", "wgan_gp_sn.json"], overrides)
     assert "max_train_seconds=1e-06 reached at epoch 1, iteration 1" in result.stdout + result.stderr
-    assert _generator_keys(tmp_path / "models" / "generator.pt")
+    assert _generator_keys(tmp_path / "models" / "model.pt")
     assert not list((tmp_path / "checkpoints").glob("checkpoint_epoch=*.pt"))  # the partial epoch is not a checkpoint
 
 
@@ -138,7 +138,7 @@ def test_multi_gpu_overlay_under_torchrun(tof_datalist, tmp_path):
     assert _checkpoint_state(tmp_path / "checkpoints", 1)["trainer"]["iteration"] == per_process
     assert len(list((tmp_path / "logs").glob("events.out.tfevents.*"))) == 1  # TensorBoard on rank 0 only
     assert log.count("exported generator weights") == 1
-    assert _generator_keys(tmp_path / "models" / "generator.pt")
+    assert _generator_keys(tmp_path / "models" / "model.pt")
 
 
 def _damage_first_training_patch(datalist: Path, how: str) -> Path:

@@ -37,7 +37,7 @@ def workspace_overrides(root: Path) -> dict[str, str]:
     return {
         "ckpt_dir": str(root / "checkpoints"),
         "output_dir": str(root / "logs"),
-        "generator_path": str(root / "models" / "generator.pt"),
+        "generator_path": str(root / "models" / "model.pt"),
     }
 
 

@@ -238,7 +238,7 @@ class PreviewSaver:
         interval: int = 500,
         n_pairs: int = 16,
         latent_size: int = 128,
-        threshold: float = 0.8,
+        threshold: float = 0.3,
         seed: int = 0,
         statistics_pairs: int = 256,
     ) -> None:
@@ -302,7 +302,7 @@ class PreviewSaver:
 class ExportGenerator:
     """When training finishes, the generator's weights with spectral norm folded in, as a plain state dict (rank 0).
 
-    This is the release file (``models/generator.pt``), loadable by an un-normalised
+    This is the release file (``models/model.pt``), loadable by an un-normalised
     ``PairGenerator`` whatever variant trained it; the resumable checkpoints stay separate.
     """
 

@@ -62,7 +62,7 @@ def training_pairs(
     n_synthetic: int | None = None,
     synthetic_seed: int = 0,
     latent_size: int = 128,
-    label_threshold: float = 0.8,
+    label_threshold: float = 0.3,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
