@@ -16,6 +16,8 @@ import pytest
 from tests.helpers import BUNDLES_DIR
 
 RECORDS = sorted(BUNDLES_DIR.glob("*/docs/measured/*.json"))
+#: Records of an earlier bundle version kept because a README compares against them; ``history/<version>/``.
+HISTORY = sorted(BUNDLES_DIR.glob("*/docs/measured/history/*/*.json"))
 
 
 def _shipped_sha256(bundle: Path) -> dict[str, str]:
@@ -33,6 +35,10 @@ def _recorded_weights(node: object) -> Iterator[tuple[str, str]]:
     elif isinstance(node, list):
         for item in node:
             yield from _recorded_weights(item)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
 
 
 #: A string a record must never hold: an absolute POSIX or Windows path, or a home-relative one.
@@ -71,7 +77,20 @@ def test_record_matches_the_shipped_version_and_weights(record_path: Path):
     assert checked, f"{record_path} names none of the shipped weights with its sha256"
 
 
-@pytest.mark.parametrize("record_path", RECORDS, ids=lambda p: f"{p.parent.parent.parent.name}/{p.name}")
+@pytest.mark.parametrize("record_path", HISTORY, ids=lambda p: f"{p.parents[3].name}/{p.parent.name}/{p.name}")
+def test_history_record_is_an_earlier_version_of_the_shipped_weights(record_path: Path):
+    """A history record may keep a number of an earlier version only if it measured the weights shipped today."""
+    bundle = record_path.parents[3]
+    record = json.loads(record_path.read_text())
+    current = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
+    assert record.get("bundle_version") == record_path.parent.name, f"{record_path} is not in its version's folder"
+    assert _version(record["bundle_version"]) < _version(current), f"{record_path} is not older than {current}"
+    assert record.get("machine"), f"{record_path} does not name the machine it was measured on"
+    recorded = {digest for _, digest in _recorded_weights(record)}
+    assert recorded & set(_shipped_sha256(bundle).values()), f"{record_path} measured weights that are not shipped"
+
+
+@pytest.mark.parametrize("record_path", RECORDS + HISTORY, ids=lambda p: str(p.relative_to(BUNDLES_DIR)))
 def test_record_names_no_path_of_the_measuring_machine(record_path: Path):
     record = json.loads(record_path.read_text())
     local = [(where, text) for where, text in _strings(record) if _MACHINE_PATH.match(text)]
