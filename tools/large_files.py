@@ -128,11 +128,13 @@ def download_weights(bundle: str | Path, profile: str | None = None, progress: b
 
     A file already present is kept only if its hash matches; a mismatch raises and leaves no new file behind.
     """
+    bundle_dir = resolve_bundle(bundle)
+    entries = checked_entries(bundle_dir, profile)
+    # MONAI (seconds to import) only once the lists are known good, so a bad list or profile is named at once
     from monai.apps.utils import HashCheckError, download_url
 
-    bundle_dir = resolve_bundle(bundle)
     fetched = []
-    for entry in checked_entries(bundle_dir, profile):
+    for entry in entries:
         target = bundle_dir / entry["path"]
         if not target.resolve().is_relative_to(bundle_dir.resolve()):
             raise LargeFilesError(f"{entry['path']}: resolves outside the bundle {bundle_dir}")
