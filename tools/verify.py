@@ -535,6 +535,33 @@ def check_networks(bundle_dir: Path, override: dict | None = None, shapes: dict 
     return problems
 
 
+def model_zoo_warnings(bundle_dir: Path) -> list[str]:
+    """What model-zoo's own ``ci/verify_bundle.py`` would refuse but our rules do not (yet) require.
+
+    Its full mode looks for the main network's weights at ``models/model.pt`` and runs MONAI's
+    ``verify_net_in_out``, which reads the input ``image`` and the output ``pred`` of ``network_data_format``.
+    """
+    bundle_dir = Path(bundle_dir)
+    warnings = []
+    if not (bundle_dir / "models" / "model.pt").is_file() and not (bundle_dir / "models" / "model.ts").is_file():
+        warnings.append(
+            f"{bundle_dir.name}: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
+        )
+    try:
+        fmt = json.loads((bundle_dir / "configs" / "metadata.json").read_text()).get("network_data_format", {})
+    except (OSError, json.JSONDecodeError):
+        return warnings  # check_metadata reports an unreadable metadata.json
+    inputs, outputs = fmt.get("inputs", {}), fmt.get("outputs", {})
+    if len(inputs) == 1 and "image" not in inputs:
+        warnings.append(
+            f"{bundle_dir.name}: network_data_format: its one input is named {next(iter(inputs))!r}; "
+            "MONAI's verify_net_in_out (run by model-zoo's CI) reads 'image'"
+        )
+    if outputs and "pred" not in outputs:
+        warnings.append(f"{bundle_dir.name}: network_data_format: no output 'pred', which verify_net_in_out reads")
+    return warnings
+
+
 def verify_bundle(
     bundle: str | Path,
     schema: str | Path | None = None,
@@ -599,7 +626,8 @@ def verify_cli(
         for problem in problems:
             print(f"  - {problem}")
         with contextlib.suppress(BundleNotFoundError):
-            for warning in weak_hash_warnings(resolve_bundle(name)):
+            found = resolve_bundle(name)
+            for warning in weak_hash_warnings(found) + model_zoo_warnings(found):
                 print(f"  warning: {warning}")
         if problems:
             failed.append(name)

@@ -15,7 +15,14 @@ import pytest
 
 from tools import BUNDLES_DIR, REPO_ROOT
 from tools.packaging import available_bundles
-from tools.verify import SchemaNotFoundError, check_networks, find_schema, verify_bundle, verify_cli
+from tools.verify import (
+    SchemaNotFoundError,
+    check_networks,
+    find_schema,
+    model_zoo_warnings,
+    verify_bundle,
+    verify_cli,
+)
 
 SCHEMA_URL_BASENAME = "meta_schema_20240725.json"
 
@@ -365,3 +372,32 @@ def test_shipped_weights_need_a_matching_sha256(tiny_bundle):
 
     (models / "SHA256SUMS").write_text("not a checksum line\n")
     assert any("line 1" in p for p in check_shipped_weights(tiny_bundle))
+
+
+def test_model_zoo_warnings_name_a_missing_model_pt_and_input_names_verify_net_in_out_cannot_read(tiny_bundle):
+    assert model_zoo_warnings(tiny_bundle) == [
+        "tiny_bundle: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
+    ]
+    (tiny_bundle / "models").mkdir(exist_ok=True)
+    (tiny_bundle / "models" / "model.pt").write_bytes(b"weights")
+    assert model_zoo_warnings(tiny_bundle) == []
+
+    def rename_io(metadata: dict) -> None:
+        fmt = metadata["network_data_format"]
+        fmt["inputs"] = {"z": fmt["inputs"].pop("image")}
+        fmt["outputs"] = {"pair": fmt["outputs"].pop("pred")}
+
+    _edit_json(_metadata(tiny_bundle), rename_io)
+    warnings = model_zoo_warnings(tiny_bundle)
+    assert len(warnings) == 2
+    assert "its one input is named 'z'" in warnings[0] and "reads 'image'" in warnings[0]
+    assert "no output 'pred'" in warnings[1]
+
+
+def test_shipped_bundles_model_zoo_warnings():
+    """brain_ldm and tof follow model-zoo's file and input names; brain_spade3d's rename to model.pt is still open."""
+    found = {name: model_zoo_warnings(BUNDLES_DIR / name) for name in available_bundles(BUNDLES_DIR)}
+    assert found["brain_ldm"] == [] and found["tof_mra_vessel_gan"] == []
+    assert found["brain_spade3d"] == [
+        "brain_spade3d: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
+    ]
