@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bundle_runtime.checks import check_non_negative_int, check_optional_positive_number, check_positive_int
+from bundle_runtime.checks import (
+    check_non_negative_int,
+    check_non_negative_number,
+    check_optional_positive_number,
+    check_positive_int,
+)
 
 
 def test_integers_pass_through_as_int():
@@ -35,3 +40,14 @@ def test_optional_positive_number_passes_none_and_numbers_as_float():
 def test_optional_positive_number_refuses_by_name(value):
     with pytest.raises(ValueError, match=r"^x0_clip=.* must be a positive number or null$"):
         check_optional_positive_number("x0_clip", value)
+
+
+def test_non_negative_number_passes_zero_and_numbers_as_float():
+    assert check_non_negative_number("real_label_blur_sigma", 0) == 0.0
+    assert type(check_non_negative_number("k", 1)) is float and check_non_negative_number("k", np.float32(0.5)) == 0.5
+
+
+@pytest.mark.parametrize("value", [-0.5, float("inf"), float("nan"), "1", True, None])
+def test_non_negative_number_refuses_by_name(value):
+    with pytest.raises(ValueError, match=r"^real_label_blur_sigma=.* must be a non-negative number$"):
+        check_non_negative_number("real_label_blur_sigma", value)

@@ -44,8 +44,13 @@ def matching_threshold(sweep: Sequence[Mapping[str, Any]], target_fraction: floa
 
 
 def _sweep_plot(sweep: Sequence[Mapping[str, Any]], real_fraction: float, size: tuple[int, int] = (360, 220)) -> Any:
-    """Vessel fraction (log scale) against threshold, with the real patches' fraction as a line."""
+    """Vessel fraction (log scale) against threshold, with the real patches' fraction as a line.
+
+    The threshold axis spans [0, 1], or [lowest, 1] when a threshold is negative (a generator trained with
+    ``real_label_encoding`` symmetric has its natural threshold at 0, so its sweep reaches below it).
+    """
     width, height = size
+    lowest = min(0.0, min(float(row["threshold"]) for row in sweep))
     left, bottom, top = 40, height - 24, 10
     image = Image.new("L", size, 255)
     draw = ImageDraw.Draw(image)
@@ -57,7 +62,7 @@ def _sweep_plot(sweep: Sequence[Mapping[str, Any]], real_fraction: float, size: 
         return bottom - (math.log10(fraction) - low) / span * (bottom - top)
 
     def x_of(threshold: float) -> float:
-        return left + threshold * (width - left - 10)
+        return left + (threshold - lowest) / (1.0 - lowest) * (width - left - 10)
 
     draw.line([(left, bottom), (width - 10, bottom)], fill=0)
     draw.line([(left, top), (left, bottom)], fill=0)
@@ -69,7 +74,7 @@ def _sweep_plot(sweep: Sequence[Mapping[str, Any]], real_fraction: float, size: 
     ]
     if len(points) > 1:
         draw.line(points, fill=0, width=2)
-    for threshold in (0.0, 0.5, 1.0):
+    for threshold in (0.0, 0.5, 1.0) if lowest == 0.0 else (lowest, 0.0, 1.0):
         draw.text((x_of(threshold) - 6, bottom + 4), f"{threshold:g}", fill=0)
     draw.text((left + 30, bottom + 4), "label threshold", fill=0)
     draw.text((2, top), f"{100 * 10**high:.2g}%", fill=0)

@@ -19,7 +19,19 @@ import numpy as np
 from scripts.common.checks import check_positive_int
 from scripts.networks import check_patch_size
 
-__all__ = ["check_enough_patches", "load_patch_pairs", "named_patches", "patient_volumes", "read_datalist"]
+__all__ = [
+    "REAL_LABEL_ENCODINGS",
+    "check_enough_patches",
+    "load_patch_pairs",
+    "named_patches",
+    "patient_volumes",
+    "read_datalist",
+]
+
+#: How train.json hands real labels to the critic (``real_label_encoding``): ``binary`` as stored, {0, 1};
+#: ``symmetric`` as label * 2 - 1, {-1, 1}, the range of the generator's tanh. With ``real_label_blur_sigma`` > 0
+#: the label is blurred first, so either encoding gives soft values between its two extremes at vessel edges.
+REAL_LABEL_ENCODINGS = ("binary", "symmetric")
 
 
 def read_datalist(path: str | os.PathLike, split: str) -> tuple[list[dict], Path]:

@@ -8,7 +8,13 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_choice", "check_non_negative_int", "check_optional_positive_number", "check_positive_int"]
+__all__ = [
+    "check_choice",
+    "check_non_negative_int",
+    "check_non_negative_number",
+    "check_optional_positive_number",
+    "check_positive_int",
+]
 
 
 def _check_int(name: str, value: Any, minimum: int, wording: str) -> int:
@@ -41,4 +47,11 @@ def check_optional_positive_number(name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a positive number or null")
+    return float(value)
+
+
+def check_non_negative_number(name: str, value: Any) -> float:
+    """``value`` as a finite float >= 0, e.g. a width where 0 means "off" (booleans and strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a non-negative number")
     return float(value)
