@@ -77,10 +77,10 @@ def test_record_matches_the_shipped_version_and_weights(record_path: Path):
     assert checked, f"{record_path} names none of the shipped weights with its sha256"
 
 
-@pytest.mark.parametrize("record_path", HISTORY, ids=lambda p: f"{p.parents[3].name}/{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("record_path", HISTORY, ids=lambda p: f"{p.parents[4].name}/{p.parent.name}/{p.name}")
 def test_history_record_is_an_earlier_version_of_the_shipped_weights(record_path: Path):
     """A history record may keep a number of an earlier version only if it measured the weights shipped today."""
-    bundle = record_path.parents[3]
+    bundle = record_path.parents[4]
     record = json.loads(record_path.read_text())
     current = json.loads((bundle / "configs" / "metadata.json").read_text())["version"]
     assert record.get("bundle_version") == record_path.parent.name, f"{record_path} is not in its version's folder"
