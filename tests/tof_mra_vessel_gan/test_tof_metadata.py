@@ -136,3 +136,13 @@ def test_every_definition_of_a_network_builds_the_same_one(target):
         built["+".join(files)] = _constructor(parser, config_id)
     first = next(iter(built.values()))
     assert all(arguments == first for arguments in built.values()), built
+
+
+def test_python_default_label_threshold_is_the_configs():
+    """A Python caller of scripts.generation gets the labels a config user gets."""
+    from tests.helpers import bundle_scripts_modules
+
+    with bundle_scripts_modules(BUNDLE, "generation") as (generation,):
+        default = generation.DEFAULT_LABEL_THRESHOLD
+    for name in ("inference.json", "train.json", "train_segmentation.json"):
+        assert json.loads((CONFIGS / name).read_text())["label_threshold"] == default, name

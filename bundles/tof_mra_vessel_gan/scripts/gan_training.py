@@ -24,7 +24,7 @@ from scripts.common.checks import check_positive_int
 from scripts.common.engines import CustomIterationTrainer
 from scripts.common.previews import captioned
 from scripts.common.weights import check_exportable, unwrap
-from scripts.generation import label_statistics, pairs_preview, sample_latents
+from scripts.generation import DEFAULT_LABEL_THRESHOLD, label_statistics, pairs_preview, sample_latents
 from scripts.networks import folded_state_dict
 
 __all__ = [
@@ -238,7 +238,7 @@ class PreviewSaver:
         interval: int = 500,
         n_pairs: int = 16,
         latent_size: int = 128,
-        threshold: float = 0.3,
+        threshold: float = DEFAULT_LABEL_THRESHOLD,
         seed: int = 0,
         statistics_pairs: int = 256,
     ) -> None:

@@ -27,6 +27,10 @@ from scripts.common.checks import check_positive_int
 from scripts.common.dataset import sample_stem
 from scripts.common.previews import grid, side_by_side
 
+#: The label-channel value above which a pixel is vessel: the threshold calibrated on the shipped generator
+#: (``configs/calibrate.json``); the configs set ``label_threshold`` to it. Kossen et al. 2021 used 0.8.
+DEFAULT_LABEL_THRESHOLD = 0.3
+
 __all__ = [
     "LatentStream",
     "PairSynthesis",
@@ -83,7 +87,9 @@ def sample_latents(n: int, latent_size: int, seed: int) -> torch.Tensor:
     return LatentStream(seed, latent_size).take(range(int(n)))
 
 
-def split_pairs(pairs: np.ndarray | torch.Tensor, threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def split_pairs(
+    pairs: np.ndarray | torch.Tensor, threshold: float = DEFAULT_LABEL_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
     """(B, 2, H, W) generator output -> image (B, H, W) float32 in [-1, 1] and label (B, H, W) uint8."""
     pairs = pairs.detach().cpu().numpy() if isinstance(pairs, torch.Tensor) else np.asarray(pairs)
     return pairs[:, 0].astype(np.float32), (pairs[:, 1] > threshold).astype(np.uint8)
@@ -115,7 +121,9 @@ def generate_pairs(
     return torch.cat(outputs)
 
 
-def label_statistics(pairs: np.ndarray | torch.Tensor, threshold: float = 0.3) -> dict[str, float | None]:
+def label_statistics(
+    pairs: np.ndarray | torch.Tensor, threshold: float = DEFAULT_LABEL_THRESHOLD
+) -> dict[str, float | None]:
     """How much the label channel marks, and whether the image is bright where it does.
 
     A label channel that collapses to the thickest trunks shows as a vessel fraction far below the
@@ -138,7 +146,9 @@ def _tile(plane: np.ndarray, low: float, high: float) -> Image.Image:
     return Image.fromarray((scaled * 255).round().astype(np.uint8), mode="L")
 
 
-def pairs_preview(pairs: np.ndarray | torch.Tensor, threshold: float = 0.3, per_row: int = 4) -> Image.Image:
+def pairs_preview(
+    pairs: np.ndarray | torch.Tensor, threshold: float = DEFAULT_LABEL_THRESHOLD, per_row: int = 4
+) -> Image.Image:
     """A PNG-ready grid: for each pair its image and its binary label side by side, ``per_row`` pairs a row."""
     images, labels = split_pairs(pairs, threshold)
     tiles = [
@@ -161,7 +171,7 @@ def _nifti(array: np.ndarray, spacing: Sequence[float]) -> nib.Nifti1Image:
 class VesselFraction:
     """``pair -> {"vessel_fraction"}``: the share of label pixels, the pair's measured value."""
 
-    def __init__(self, label_threshold: float = 0.3) -> None:
+    def __init__(self, label_threshold: float = DEFAULT_LABEL_THRESHOLD) -> None:
         self.threshold = check_threshold(label_threshold)
 
     def __call__(self, pair: np.ndarray) -> dict[str, float]:
@@ -177,7 +187,9 @@ class PairWriter:
         pixel_spacing_mm: in-plane spacing written into the NIfTI headers (that of the training patches).
     """
 
-    def __init__(self, label_threshold: float = 0.3, pixel_spacing_mm: Sequence[float] = (0.6, 0.6)) -> None:
+    def __init__(
+        self, label_threshold: float = DEFAULT_LABEL_THRESHOLD, pixel_spacing_mm: Sequence[float] = (0.6, 0.6)
+    ) -> None:
         self.threshold = check_threshold(label_threshold)
         self.spacing = [float(s) for s in pixel_spacing_mm]
 

@@ -25,7 +25,7 @@ from scripts.common.previews import captioned, side_by_side
 from scripts.common.provenance import bundle_relative
 from scripts.common.weights import file_sha256, load_state_dict, unwrap
 from scripts.data import load_patch_pairs
-from scripts.generation import check_threshold, generate_pairs, split_pairs
+from scripts.generation import DEFAULT_LABEL_THRESHOLD, check_threshold, generate_pairs, split_pairs
 
 __all__ = ["TRAIN_SOURCES", "Standardized", "VolumeEvaluation", "check_train_source", "training_pairs"]
 
@@ -62,7 +62,7 @@ def training_pairs(
     n_synthetic: int | None = None,
     synthetic_seed: int = 0,
     latent_size: int = 128,
-    label_threshold: float = 0.3,
+    label_threshold: float = DEFAULT_LABEL_THRESHOLD,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
