@@ -535,31 +535,45 @@ def check_networks(bundle_dir: Path, override: dict | None = None, shapes: dict 
     return problems
 
 
-def model_zoo_warnings(bundle_dir: Path) -> list[str]:
-    """What model-zoo's own ``ci/verify_bundle.py`` would refuse but our rules do not (yet) require.
+def _large_file_paths(bundle_dir: Path) -> set[str]:
+    """Paths that large_files.yml/.json promise to download (check_large_files reports a malformed list)."""
+    paths = set()
+    try:
+        for file_name, content in large_files_lists(bundle_dir):
+            paths.update(str(entry.get("path")) for entry in entries_of(content, file_name) if isinstance(entry, dict))
+    except LargeFilesError:
+        pass
+    return paths
 
-    Its full mode looks for the main network's weights at ``models/model.pt`` and runs MONAI's
-    ``verify_net_in_out``, which reads the input ``image`` and the output ``pred`` of ``network_data_format``.
+
+def check_model_zoo_names(bundle_dir: Path) -> list[str]:
+    """The names model-zoo's own ``ci/verify_bundle.py`` relies on, so a bundle that passes ours passes theirs.
+
+    Its full mode loads the main network's weights from ``models/model.pt`` (shipped, or listed in
+    large_files to be fetched) and runs MONAI's ``verify_net_in_out``, which feeds the input ``image`` of a
+    one-input ``network_data_format`` and reads its output ``pred``.
     """
     bundle_dir = Path(bundle_dir)
-    warnings = []
-    if not (bundle_dir / "models" / "model.pt").is_file() and not (bundle_dir / "models" / "model.ts").is_file():
-        warnings.append(
+    problems = []
+    shipped = any((bundle_dir / "models" / name).is_file() for name in ("model.pt", "model.ts"))
+    fetched = {"models/model.pt", "models/model.ts"} & _large_file_paths(bundle_dir)
+    if not shipped and not fetched:
+        problems.append(
             f"{bundle_dir.name}: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
         )
     try:
         fmt = json.loads((bundle_dir / "configs" / "metadata.json").read_text()).get("network_data_format", {})
     except (OSError, json.JSONDecodeError):
-        return warnings  # check_metadata reports an unreadable metadata.json
+        return problems  # check_metadata reports an unreadable metadata.json
     inputs, outputs = fmt.get("inputs", {}), fmt.get("outputs", {})
     if len(inputs) == 1 and "image" not in inputs:
-        warnings.append(
+        problems.append(
             f"{bundle_dir.name}: network_data_format: its one input is named {next(iter(inputs))!r}; "
             "MONAI's verify_net_in_out (run by model-zoo's CI) reads 'image'"
         )
     if outputs and "pred" not in outputs:
-        warnings.append(f"{bundle_dir.name}: network_data_format: no output 'pred', which verify_net_in_out reads")
-    return warnings
+        problems.append(f"{bundle_dir.name}: network_data_format: no output 'pred', which verify_net_in_out reads")
+    return problems
 
 
 def verify_bundle(
@@ -580,6 +594,7 @@ def verify_bundle(
     problems += check_file_sizes(bundle_dir)
     problems += check_large_files(bundle_dir)
     problems += check_shipped_weights(bundle_dir)
+    problems += check_model_zoo_names(bundle_dir)
     if networks:
         problems += check_networks(bundle_dir, override, shapes)
     return problems
@@ -627,7 +642,7 @@ def verify_cli(
             print(f"  - {problem}")
         with contextlib.suppress(BundleNotFoundError):
             found = resolve_bundle(name)
-            for warning in weak_hash_warnings(found) + model_zoo_warnings(found):
+            for warning in weak_hash_warnings(found):
                 print(f"  warning: {warning}")
         if problems:
             failed.append(name)

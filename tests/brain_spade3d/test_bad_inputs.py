@@ -42,7 +42,7 @@ def test_style_image_of_the_wrong_shape_is_refused(
 def test_missing_weights_are_named(sampling_overrides: dict, spade_trained: dict, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
-    for name in ("label_autoencoder.pt", "label_diffusion.pt", "label_stats.json"):  # the image generator is missing
+    for name in ("label_autoencoder.pt", "model.pt", "label_stats.json"):  # the image generator is missing
         (models / name).write_bytes((spade_trained["models"] / name).read_bytes())
     message = f"load_generator_path: weights file {models / 'image_generator.pt'} does not exist"
     assert_inference_refused(BUNDLE, {**sampling_overrides, "models_dir": str(models)}, message, tmp_path / "out")

@@ -55,7 +55,7 @@ def _networks(overrides: dict, models: Path) -> dict[str, torch.nn.Module]:
     networks = {}
     for key, weights in (
         ("autoencoder", "label_autoencoder.pt"),
-        ("diffusion", "label_diffusion.pt"),
+        ("diffusion", "model.pt"),
         ("generator", "image_generator.pt"),
     ):
         network = parser.get_parsed_content(f"{key}_def")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
 OVERLAYS = {
     "train_label_autoencoder.json": ("multi_gpu_train_label_autoencoder.json", "label_autoencoder.pt"),
-    "train_label_diffusion.json": ("multi_gpu_train_label_diffusion.json", "label_diffusion.pt"),
+    "train_label_diffusion.json": ("multi_gpu_train_label_diffusion.json", "model.pt"),
     "train_image_generator.json": ("multi_gpu_train_image_generator.json", "image_generator.pt"),
 }
 

@@ -74,7 +74,7 @@ def test_planted_label_maps_are_flagged(
     overrides = training_overrides("train_label_diffusion.json", spade_cohort, tmp_path / "run", models, 1)
     overrides.update(datalist_path=str(out / "retained_datalist.json"), data_shape="$None")
     run_bundle(BUNDLE, "train_label_diffusion.json", overrides)
-    assert (models / "label_diffusion.pt").is_file()
+    assert (models / "model.pt").is_file()
     assert (out / "privacy_pairs.png").stat().st_size > 0
 
 

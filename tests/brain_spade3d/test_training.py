@@ -20,7 +20,7 @@ EXPORTS = {
         {"autoencoder", "discriminator", "optimizer_g", "optimizer_d", "trainer", "random_states"},
     ),
     "train_label_diffusion.json": (
-        "label_diffusion.pt",
+        "model.pt",
         {"diffusion", "ema_diffusion", "optimizer", "trainer", "random_states"},
     ),
     "train_image_generator.json": (
@@ -60,7 +60,7 @@ def test_label_autoencoder_is_a_10_class_autoencoder_validated_by_dice(spade_tra
 
 
 def test_label_diffusion_writes_label_stats_and_a_preview(spade_trained: dict, spade_cohort) -> None:
-    state = torch.load(spade_trained["models"] / "label_diffusion.pt", weights_only=True)
+    state = torch.load(spade_trained["models"] / "model.pt", weights_only=True)
     assert state["conv_in.conv.weight"].shape[1] == 4  # the latent only: the condition goes through cross-attention
     stats = json.loads((spade_trained["models"] / "label_stats.json").read_text())
     assert math.isfinite(stats["scale_factor"]) and stats["scale_factor"] > 0
@@ -91,7 +91,7 @@ def test_image_generator_logs_every_loss_term(spade_trained: dict) -> None:
 
 
 INIT_OPTIONS = {
-    "train_label_diffusion.json": ("init_diffusion_path", "label_diffusion.pt"),
+    "train_label_diffusion.json": ("init_diffusion_path", "model.pt"),
     "train_label_autoencoder.json": ("init_autoencoder_path", "label_autoencoder.pt"),
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import socket
@@ -163,6 +164,10 @@ def write_tiny_bundle(bundles_dir: Path, name: str = "tiny_bundle", with_diffusi
     (bundle / "docs" / "data_license.txt").write_text("No data: inputs are random tensors.\n")
     (bundle / "scripts" / "__init__.py").write_text("")
     (bundle / "scripts" / "writer.py").write_text(WRITER_MODULE)
+    (bundle / "models").mkdir()
+    (bundle / "models" / "model.pt").write_bytes(b"tiny weights")  # model-zoo's name; the runs use random weights
+    digest = hashlib.sha256(b"tiny weights").hexdigest()
+    (bundle / "models" / "SHA256SUMS").write_text(f"{digest}  model.pt\n")
     return bundle
 
 

@@ -17,9 +17,9 @@ from tools import BUNDLES_DIR, REPO_ROOT
 from tools.packaging import available_bundles
 from tools.verify import (
     SchemaNotFoundError,
+    check_model_zoo_names,
     check_networks,
     find_schema,
-    model_zoo_warnings,
     verify_bundle,
     verify_cli,
 )
@@ -99,7 +99,6 @@ def _missing_scripts_expression(bundle: Path) -> None:
 
 
 def _file_over_limit(bundle: Path) -> None:
-    (bundle / "models").mkdir()
     with open(bundle / "models" / "model.pt", "wb") as sparse:
         sparse.truncate(26 * 1024 * 1024)
 
@@ -359,6 +358,7 @@ def test_shipped_weights_need_a_matching_sha256(tiny_bundle):
     models.mkdir(exist_ok=True)
     weights = models / "model.pt"
     weights.write_bytes(b"weights")
+    (models / "SHA256SUMS").unlink()
     assert any("missing" in p and "model.pt" in p for p in check_shipped_weights(tiny_bundle))
 
     (models / "SHA256SUMS").write_text(f"{sha256_file(weights)}  model.pt\n")
@@ -374,30 +374,39 @@ def test_shipped_weights_need_a_matching_sha256(tiny_bundle):
     assert any("line 1" in p for p in check_shipped_weights(tiny_bundle))
 
 
-def test_model_zoo_warnings_name_a_missing_model_pt_and_input_names_verify_net_in_out_cannot_read(tiny_bundle):
-    assert model_zoo_warnings(tiny_bundle) == [
-        "tiny_bundle: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
-    ]
-    (tiny_bundle / "models").mkdir(exist_ok=True)
-    (tiny_bundle / "models" / "model.pt").write_bytes(b"weights")
-    assert model_zoo_warnings(tiny_bundle) == []
+def _drop_model_pt(bundle: Path) -> None:
+    (bundle / "models" / "model.pt").unlink()
+    (bundle / "models" / "SHA256SUMS").unlink()
 
+
+def test_model_zoo_names_want_model_pt_shipped_or_listed_to_fetch(tiny_bundle, schema_path):
+    assert check_model_zoo_names(tiny_bundle) == []
+    _drop_model_pt(tiny_bundle)
+    missing = "tiny_bundle: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
+    assert check_model_zoo_names(tiny_bundle) == [missing]
+    assert missing in verify_bundle(tiny_bundle, schema=schema_path, networks=False)
+    (tiny_bundle / "large_files.yml").write_text(
+        f"large_files:\n  - path: models/model.pt\n    url: https://example.org/model.pt\n    hash_val: {'0f' * 32}\n"
+        "    hash_type: sha256\n"
+    )
+    assert check_model_zoo_names(tiny_bundle) == []
+
+
+def test_model_zoo_names_want_input_image_and_output_pred(tiny_bundle, schema_path):
     def rename_io(metadata: dict) -> None:
         fmt = metadata["network_data_format"]
         fmt["inputs"] = {"z": fmt["inputs"].pop("image")}
         fmt["outputs"] = {"pair": fmt["outputs"].pop("pred")}
 
     _edit_json(_metadata(tiny_bundle), rename_io)
-    warnings = model_zoo_warnings(tiny_bundle)
-    assert len(warnings) == 2
-    assert "its one input is named 'z'" in warnings[0] and "reads 'image'" in warnings[0]
-    assert "no output 'pred'" in warnings[1]
+    problems = check_model_zoo_names(tiny_bundle)
+    assert len(problems) == 2
+    assert "its one input is named 'z'" in problems[0] and "reads 'image'" in problems[0]
+    assert "no output 'pred'" in problems[1]
+    assert set(problems) <= set(verify_bundle(tiny_bundle, schema=schema_path, networks=False))
 
 
-def test_shipped_bundles_model_zoo_warnings():
-    """brain_ldm and tof follow model-zoo's file and input names; brain_spade3d's rename to model.pt is still open."""
-    found = {name: model_zoo_warnings(BUNDLES_DIR / name) for name in available_bundles(BUNDLES_DIR)}
-    assert found["brain_ldm"] == [] and found["tof_mra_vessel_gan"] == []
-    assert found["brain_spade3d"] == [
-        "brain_spade3d: models/model.pt: missing; model-zoo's CI expects the main network's weights there"
-    ]
+def test_shipped_bundles_follow_model_zoo_names():
+    found = {name: check_model_zoo_names(BUNDLES_DIR / name) for name in available_bundles(BUNDLES_DIR)}
+    assert found == {name: [] for name in available_bundles(BUNDLES_DIR)}
+    assert sorted(found) == ["brain_ldm", "brain_spade3d", "tof_mra_vessel_gan"]
