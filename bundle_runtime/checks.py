@@ -40,17 +40,20 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
+def _check_number(name: str, value: Any, minimum: float, inclusive: bool, wording: str) -> float:
+    # bool is a Real too, and a string or NaN that slipped through a CLI override is never a width or a bound
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a {wording}")
+    if value < minimum if inclusive else value <= minimum:
+        raise ValueError(f"{name}={value!r} must be a {wording}")
+    return float(value)
+
+
 def check_optional_positive_number(name: str, value: Any) -> float | None:
     """``value`` as a positive finite float, or None when unset (booleans and strings are refused)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive number or null")
-    return float(value)
+    return None if value is None else _check_number(name, value, 0.0, False, "positive number or null")
 
 
 def check_non_negative_number(name: str, value: Any) -> float:
     """``value`` as a finite float >= 0, e.g. a width where 0 means "off" (booleans and strings are refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value!r} must be a non-negative number")
-    return float(value)
+    return _check_number(name, value, 0.0, True, "non-negative number")
