@@ -155,8 +155,8 @@ def test_class_channel_exposes_a_lesion_class_the_mean_dice_hides() -> None:
 )
 def test_evaluation_report_names_the_class_weights_of_any_segmenter_loss(make_loss) -> None:
     loss = make_loss()
-    with bundle_module("evaluation") as evaluation:
-        described = evaluation._describe_loss(loss)
-        unweighted = evaluation._describe_loss(torch.nn.MSELoss())
+    with bundle_module("evaluation.metrics") as metrics:
+        described = metrics.describe_loss(loss)
+        unweighted = metrics.describe_loss(torch.nn.MSELoss())
     assert described == {"name": type(loss).__name__, "class_weights": [1.0, 4.0]}
     assert unweighted == {"name": "MSELoss", "class_weights": None}
