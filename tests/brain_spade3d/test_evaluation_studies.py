@@ -23,20 +23,26 @@ NEVER_DRAWN = "enhancing"
 
 
 class StandInLabels:
-    """Stage 1: white matter everywhere, a 2-voxel-thick slab per requested lesion but ``NEVER_DRAWN``."""
+    """Stage 1: white matter everywhere, a 2-voxel-thick slab per requested lesion but ``NEVER_DRAWN``.
+
+    ``companions`` maps a lesion to one drawn beside it unasked (e.g. edema with every WMH request).
+    """
 
     sampler = SimpleNamespace(num_inference_steps=3, guidance_scale=7.0)
 
-    def __init__(self) -> None:
+    def __init__(self, companions: dict[str, str] | None = None) -> None:
         self.seeds: list[tuple[list[float], int]] = []  # (condition, seed) of every map drawn
+        self.companions = companions or {}
 
     def __call__(self, condition: torch.Tensor, seeds: list[int], device: object) -> torch.Tensor:
         maps = torch.zeros(len(seeds), len(LABEL_NAMES), *SHAPE)
         maps[:, LABEL_NAMES.index("wm")] = 1.0
         for row, (values, seed) in enumerate(zip(condition.tolist(), seeds)):
             self.seeds.append((values, int(seed)))
+            drawn = {name for name, value in zip(LESION_NAMES, values) if value > 0 and name != NEVER_DRAWN}
+            drawn |= {self.companions[name] for name in drawn if name in self.companions}
             for index, name in enumerate(LESION_NAMES):
-                if values[index] > 0 and name != NEVER_DRAWN:
+                if name in drawn:
                     maps[row, :, 2 * index : 2 * index + 2] = 0.0
                     maps[row, LABEL_NAMES.index(name), 2 * index : 2 * index + 2] = 1.0
         return maps
@@ -148,6 +154,20 @@ def test_lesion_presence_rates_of_a_generator_that_never_draws_enhancing_tumour(
     assert tumour["enhancing"]["present_rate"] == 0.0
     assert report["all_requested_present_rate"] == 0.5  # 4 of the 8 samples that request a lesion
     assert protocol["presence_samples"] == 4 and protocol["min_lesion_volume_ml"] == 0.5
+    assert all(report[setting]["unrequested_lesion_rate"] == 0.0 for setting in conditions)
+
+
+def test_lesions_drawn_unasked_count_as_unrequested_for_that_setting_only() -> None:
+    conditions = {"healthy": HEALTHY, "wmh": [0.5, 0, 0, 0], "tumour": [0, 0.5, 0.5, 0.5]}
+    with _evaluation() as evaluation:
+        pieces = _pieces(evaluation)
+        pieces.labels.companions = {"wmh": "edema", "tumour": "edema"}  # edema comes with WMH and with tumour
+        report = _presence(evaluation, pieces, conditions, samples=3, batch_size=2).run()
+    assert report["wmh"]["unrequested_lesion_rate"] == 1.0
+    assert report["wmh"]["per_lesion"]["edema"]["present_rate"] == 1.0
+    assert report["wmh"]["all_requested_present_rate"] == 1.0  # the extra lesion does not hide the asked one
+    assert report["tumour"]["unrequested_lesion_rate"] == 0.0  # edema was asked for there
+    assert report["healthy"]["unrequested_lesion_rate"] == report["healthy"]["any_lesion_rate"] == 0.0
 
 
 def test_segmentation_studies_sample_from_their_own_streams_and_report_every_arm(tmp_path: Path) -> None:

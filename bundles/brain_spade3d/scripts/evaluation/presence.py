@@ -83,12 +83,15 @@ class LesionPresenceStudy:
 
     def _setting(self, condition: list[float], measured: list[dict]) -> dict[str, Any]:
         requested = self._requested(condition)
+        unrequested = [name for name in self.lesion_names if name not in requested]
         all_present = [all(m[name]["present"] for name in requested) for m in measured]
         return {
             "condition": dict(zip(self.lesion_names, condition)),
             "n_samples": len(measured),
             "all_requested_present_rate": float(np.mean(all_present)) if requested else None,
             "any_lesion_rate": float(np.mean([any(m[n]["present"] for n in self.lesion_names) for m in measured])),
+            # samples carrying at least one lesion the condition did not ask for (for healthy: any lesion)
+            "unrequested_lesion_rate": float(np.mean([any(m[n]["present"] for n in unrequested) for m in measured])),
             "per_lesion": {
                 name: {
                     "present_rate": float(np.mean([m[name]["present"] for m in measured])),
