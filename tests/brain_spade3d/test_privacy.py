@@ -54,6 +54,8 @@ def test_planted_label_maps_are_flagged(
     report = json.loads((out / "privacy_report.json").read_text())
     assert report["n_synthetic"] == 4 and report["n_train"] == 4 and report["n_heldout"] == 2
     assert "label autoencoder" in report["embedding"]
+    version = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+    assert report["bundle_version"] == version and "torch" in report["machine"]  # a record names where it ran
     flagged = {entry["file"]: entry for entry in report["flagged"]}
     assert {"sample_900_label_pv.nii.gz", "sample_901_label_pv.nii.gz"} <= set(flagged)
     assert all(flagged[f"sample_90{i}_label_pv.nii.gz"]["nearest_training"] == subject for i in (0, 1))
