@@ -225,17 +225,21 @@ def test_a_segmenter_training_is_reproduced_by_its_streams() -> None:
     assert not torch.equal(first, other_init) and not torch.equal(first, other_run)
 
 
-def test_the_report_runs_the_selected_studies_only_in_its_own_order(tmp_path: Path) -> None:
+def test_the_report_runs_the_selected_studies_only_in_its_own_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with _evaluation() as evaluation:
         pieces = _pieces(evaluation)
         presence = _presence(evaluation, pieces, {"wmh": [0.5, 0, 0, 0]}, samples=2)
         similarity = evaluation.SimilarityStudy(pieces.images, pieces.splits, "test", {"T1w": "image"}, LABEL_NAMES)
         studies = {"lesion_presence": presence, "similarity": similarity}
         both = evaluation.EvaluationReport(studies, tmp_path / "both", ["similarity", "lesion_presence"]).run()
+        progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluation study")]
         alone = evaluation.EvaluationReport(studies, tmp_path / "alone", "lesion_presence").run()
         with pytest.raises(ValueError, match=r"studies=\['lesion_presence', 'typo'\] must name one or more of"):
             evaluation.EvaluationReport(studies, tmp_path / "typo", ["lesion_presence", "typo"])
     assert list(both) == ["data", "protocol", "lesion_presence", "similarity"]
+    assert progress == ["evaluation study 1/2: lesion_presence", "evaluation study 2/2: similarity"]
     assert (
         list(alone) == ["data", "protocol", "lesion_presence"] and alone["lesion_presence"] == both["lesion_presence"]
     )

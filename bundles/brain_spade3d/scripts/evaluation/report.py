@@ -80,7 +80,8 @@ class EvaluationReport:
     def run(self) -> dict[str, Any]:
         """The selected studies in order; the report is written once, at the end."""
         report: dict[str, Any] = {"data": self.data, "protocol": self._protocol}
-        for name, study in self.studies.items():
+        for number, (name, study) in enumerate(self.studies.items(), start=1):
+            print(f"evaluation study {number}/{len(self.studies)}: {name}", flush=True)
             result = dict(study.run())
             lifted = {key: result.pop(key) for key in getattr(study, "top_level", ())}
             report[name] = result
