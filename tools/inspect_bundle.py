@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from tools.packaging import BundleNotFoundError, resolve_bundle
-from tools.verify import config_files, walk_config
+from tools.verify_configs import config_files, walk_config
 
 #: Call targets that stay inside the libraries a bundle declares anyway; everything else is flagged.
 LIBRARY_PREFIXES = ("monai.", "torch.", "ignite.")
