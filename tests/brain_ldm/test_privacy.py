@@ -60,6 +60,7 @@ def test_planted_copies_are_flagged_and_filtered(
 
     report = json.loads((out / "privacy_report.json").read_text())
     assert report["n_synthetic"] == 5 and report["n_train"] == 2 and report["n_heldout"] == 2
+    assert "torch" in report["machine"] and report["bundle_version"]  # a record names where and what it measured
     assert report["threshold"] == pytest.approx(np.percentile(report["heldout_nearest_correlations"], 95))
     flagged = {entry["file"]: entry for entry in report["flagged"]}
     assert {"sample_900.nii.gz", "sample_901.nii.gz"} <= set(flagged)

@@ -43,6 +43,7 @@ def test_planted_training_patches_are_flagged(
     _run("privacy.json", vivid_generator, tof_datalist, out, synthetic_dir=str(synthetic))
     report = json.loads((out / "privacy_report.json").read_text())
     assert report["n_synthetic"] == 8 and report["n_train"] == 3 * 8 and report["n_heldout"] == 2 * 8
+    assert "torch" in report["machine"] and report["bundle_version"]  # a record names where and what it measured
     flagged = {entry["file"]: entry for entry in report["flagged"]}
     for name in ("pair_900_image.nii.gz", "pair_901_image.nii.gz"):
         assert flagged[name]["nearest_training"] == f"{item['patient']} patch 3"
