@@ -40,11 +40,22 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """``value`` if it is a bool: ``bool("false")`` is True, so a CLI string must not be coerced into a switch."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be true or false")
+    return value
+
+
 def _check_number(name: str, value: Any, minimum: float, inclusive: bool, wording: str) -> float:
     # bool is a Real too, and a string or NaN that slipped through a CLI override is never a width or a bound
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a {wording}")
-    if value < minimum if inclusive else value <= minimum:
+    # ``or`` short-circuits, so the comparison only ever sees a finite real
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (value < minimum if inclusive else value <= minimum)
+    ):
         raise ValueError(f"{name}={value!r} must be a {wording}")
     return float(value)
 

@@ -21,6 +21,7 @@ from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.networks.schedulers import Scheduler
 
 from .atomic_io import write_json
+from .checks import check_flag
 
 __all__ = [
     "ConditionalLatentSampler",
@@ -192,7 +193,7 @@ class ConditionalLatentSampler:
         self.cross_attention_condition = cross_attention_condition
         self.progress = progress
         self.eta = float(eta)
-        self.batch_guidance = bool(batch_guidance)
+        self.batch_guidance = check_flag("batch_guidance", batch_guidance)
 
     @staticmethod
     def step_generator(noise: torch.Tensor) -> torch.Generator:

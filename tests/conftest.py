@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,10 @@ from tests.helpers import SHARED_REFERENCE
 def schema_path() -> Path:
     """The real model-zoo metadata schema, never downloaded by the tests: the workplace's shared/reference,
     else where ``tools verify`` looks offline (``$SYNTHBRAIN_SCHEMA_DIR``, then its cache)."""
-    from tools.verify import SCHEMA_DIR_ENV, schema_cache_dir
+    from tools.verify import local_schema_candidates
 
     name = "meta_schema_20240725.json"
-    folders = [SHARED_REFERENCE, *([Path(os.environ[SCHEMA_DIR_ENV])] if os.environ.get(SCHEMA_DIR_ENV) else [])]
-    candidates = [folder / name for folder in (*folders, schema_cache_dir())]
+    candidates = [SHARED_REFERENCE / name, *local_schema_candidates(name)]
     found = next((path for path in candidates if path.is_file()), None)
     if found is None:
         pytest.skip(f"model-zoo schema not found in {[str(path) for path in candidates]}")

@@ -46,6 +46,12 @@ def schema_cache_dir() -> Path:
     return Path.home() / ".cache" / "synthbrain-zoo" / "schemas"
 
 
+def local_schema_candidates(basename: str) -> list[Path]:
+    """Where a schema is looked for offline, in order: ``$SYNTHBRAIN_SCHEMA_DIR``, then the cache (last)."""
+    folders = [Path(os.environ[SCHEMA_DIR_ENV]).expanduser()] if os.environ.get(SCHEMA_DIR_ENV) else []
+    return [folder / basename for folder in (*folders, schema_cache_dir())]
+
+
 def find_schema(schema_url: str, schema: str | Path | None = None, timeout: float = 30.0) -> Path:
     """Locate the schema file named by a metadata ``schema`` URL, downloading it only as the last resort.
 
@@ -60,11 +66,8 @@ def find_schema(schema_url: str, schema: str | Path | None = None, timeout: floa
     basename = schema_url.rstrip("/").rsplit("/", 1)[-1]
     if not basename:
         raise SchemaNotFoundError(f"metadata 'schema' {schema_url!r} does not name a file")
-    candidates = []
-    if os.environ.get(SCHEMA_DIR_ENV):
-        candidates.append(Path(os.environ[SCHEMA_DIR_ENV]).expanduser() / basename)
-    cached = schema_cache_dir() / basename
-    candidates.append(cached)
+    candidates = local_schema_candidates(basename)
+    cached = candidates[-1]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

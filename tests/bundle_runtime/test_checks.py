@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bundle_runtime.checks import (
+    check_flag,
     check_non_negative_int,
     check_non_negative_number,
     check_optional_positive_number,
@@ -51,3 +52,10 @@ def test_non_negative_number_passes_zero_and_numbers_as_float():
 def test_non_negative_number_refuses_by_name(value):
     with pytest.raises(ValueError, match=r"^real_label_blur_sigma=.* must be a non-negative number$"):
         check_non_negative_number("real_label_blur_sigma", value)
+
+
+def test_a_flag_passes_a_bool_and_refuses_what_bool_would_coerce():
+    assert check_flag("batch_guidance", True) is True and check_flag("batch_guidance", False) is False
+    for value in ("false", 0, 1, None):  # bool("false") is True: a CLI string must not switch it on
+        with pytest.raises(ValueError, match=r"^batch_guidance=.* must be true or false$"):
+            check_flag("batch_guidance", value)

@@ -166,3 +166,5 @@ def test_batched_guidance_is_one_call_per_step_with_the_same_latent() -> None:
         assert calls == ([4] * 4 if batched else [2] * 8)
     torch.testing.assert_close(latents[True], latents[False], rtol=0, atol=1e-6)
     assert latents[True].abs().max() > 0
+    with pytest.raises(ValueError, match=r"batch_guidance='false' must be true or false"):
+        ConditionalLatentSampler(scheduler, 4, (3, 2, 2, 2), batch_guidance="false")  # a CLI string, refused
