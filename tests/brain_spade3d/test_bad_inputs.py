@@ -20,6 +20,7 @@ BAD_INPUTS = [
     pytest.param({"pathologies": {"glioma": 0.5}}, "unknown lesion(s) ['glioma']", id="unknown-pathology"),
     pytest.param({"contrasts": ["T1w", "PD"]}, "contrasts: ['PD'] unknown", id="unknown-contrast"),
     pytest.param({"pathologies": {"wmh": 1.5}}, "pathologies['wmh']=1.5 is outside [0, 1]", id="fraction-above-one"),
+    pytest.param({"max_label_draws": 0}, "max_label_draws=0 must be a positive integer", id="no-label-draws"),
 ]
 
 

@@ -11,7 +11,7 @@ from tests.brain_spade3d.spade3d_helpers import BUNDLE
 
 pytestmark = pytest.mark.slow
 
-QUICK = {"num_inference_steps": 2, "progress": False, "contrasts": ["T1w"]}
+QUICK = {"num_inference_steps": 2, "progress": False, "contrasts": ["T1w"], "max_label_draws": 2}
 
 
 def test_torchrun_shards_kill_and_resume_give_one_identical_dataset(tmp_path: Path) -> None:
@@ -21,6 +21,8 @@ def test_torchrun_shards_kill_and_resume_give_one_identical_dataset(tmp_path: Pa
     rows = cases.manifest_rows(tmp_path / "sharded")
     assert all(any(float(r[n]) > 0 for n in ("wmh", "tumour", "edema", "enhancing")) for r in rows)  # training lesions
     assert all(float(r["measured_wmh_ml"]) >= 0 and r["file_T1w"].endswith("_T1w.nii.gz") for r in rows)
+    assert {float(r["measured_label_draws"]) for r in rows} <= {1.0, 2.0}  # each row says how many draws it took
+    assert {float(r["measured_label_conforms"]) for r in rows} <= {0.0, 1.0}
 
 
 def test_out_of_range_conditions_csv_is_refused(tmp_path: Path) -> None:
@@ -32,7 +34,8 @@ def test_the_readme_python_example_samples_a_batch_equal_to_samples_alone() -> N
     checks = """
 import numpy as np
 assert len(samples) == 4 and sorted(samples[0][1]) == ["FLAIR", "T1w"]
-label_map, images = synthesis.generate_batch([2])[0]
+label_map, images, draws = synthesis.generate_batch([2])[0]
+assert draws["max_draws"] == draws["draws"] == 1  # redraws are opt-in (max_label_draws)
 assert np.abs(samples[2][0] - label_map).max() <= 1e-3
 assert all(np.abs(samples[2][1][c] - images[c]).max() <= 1e-3 for c in images)
 assert np.abs(samples[1][1]["T1w"] - samples[2][1]["T1w"]).max() > 0.1  # other seeds give other brains

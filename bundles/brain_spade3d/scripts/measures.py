@@ -17,7 +17,8 @@ __all__ = ["LesionMeasure"]
 
 
 class LesionMeasure:
-    """``(probabilities, images) -> {"<lesion>": measured condition, "<lesion>_ml": argmax volume}``.
+    """``(probabilities, images[, draws]) -> {"<lesion>": measured condition, "<lesion>_ml": argmax volume}``,
+    plus ``label_draws`` and ``label_conforms`` (1 or 0) for a sample that carries its draw record.
 
     Args:
         voxel_ml: volume of one voxel in ml.
@@ -54,8 +55,11 @@ class LesionMeasure:
             self.lesion_names,
         )
 
-    def __call__(self, sample: tuple[np.ndarray, Any]) -> dict[str, float]:
+    def __call__(self, sample: tuple[Any, ...]) -> dict[str, float | int]:
         lesions = self.details(sample[0])
         values = {name: float(found["measured_condition"]) for name, found in lesions.items()}
         values.update({f"{name}_ml": float(found["volume_ml"]) for name, found in lesions.items()})
+        draws = sample[2] if len(sample) > 2 else None
+        if draws is not None:  # the manifest can then be filtered on conformity without opening sidecars
+            values.update(label_draws=int(draws["draws"]), label_conforms=int(draws["conforms"]))
         return values

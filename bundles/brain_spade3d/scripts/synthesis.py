@@ -22,6 +22,7 @@ from scripts.common.checks import check_non_negative_int, check_positive_int
 from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import output_affine  # re-exported: configs name scripts.synthesis.output_affine
+from scripts.conformity import LabelRedraw
 from scripts.labels import LABEL_NAMES, LESION_NAMES
 from scripts.measures import LesionMeasure
 from scripts.networks import spade_input
@@ -173,7 +174,7 @@ class SpadeWriter:
         """Write every file of one sample; returns their names relative to ``folder``."""
         import nibabel as nib
 
-        probabilities, images = sample
+        probabilities, images = sample[0], sample[1]
         labels = probabilities.argmax(0).astype(np.uint8)
         files = {
             "label_pv": f"{stem}_label_pv.nii.gz",
@@ -223,6 +224,8 @@ class BrainSPADESynthesis:
         metadata: provenance copied into every sidecar.
         progress: show a progress bar over samples.
         batch_size: samples per network call; sample ``i`` is the same in any batch.
+        label_redraw: redraws label maps whose lesions contradict their condition (``max_label_draws``);
+            ``None`` delivers every first draw.
     """
 
     def __init__(
@@ -241,6 +244,7 @@ class BrainSPADESynthesis:
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
         batch_size: int = 1,
+        label_redraw: LabelRedraw | None = None,
     ) -> None:
         check_non_negative_int("seed", seed)
         self.label_generator = label_generator
@@ -258,6 +262,7 @@ class BrainSPADESynthesis:
         self.metadata = dict(metadata or {})
         self.progress = progress
         self.batch_size = check_positive_int("batch_size", batch_size)
+        self.label_redraw = label_redraw
 
     def styles(self, indices: Sequence[int]) -> torch.Tensor:
         """(B, z_dim) style codes of samples ``indices``: the style image's, or seeded random ones."""
@@ -266,17 +271,22 @@ class BrainSPADESynthesis:
             return code.expand(len(indices), -1)
         return self.image_generator.random_style([self.seed + i for i in indices], self.device)
 
-    def generate_batch(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """Per sample of ``indices``: its (C, *S) partial-volume maps and its (*S) image per contrast."""
+    def generate_batch(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict | None]]:
+        """Per sample of ``indices``: its (C, *S) partial-volume maps, its (*S) image per contrast, and the
+        record of its label draws (``None`` without ``label_redraw``)."""
         condition = self.conditions[list(indices)]
-        probabilities = self.label_generator(condition, [self.seed + i for i in indices], self.device)
+        seeds = [self.seed + i for i in indices]
+        probabilities = self.label_generator(condition, seeds, self.device)
+        draws: list[dict | None] = [None] * len(indices)
+        if self.label_redraw is not None:
+            probabilities, draws = self.label_redraw(self.label_generator, condition, seeds, self.device, probabilities)
         style = self.styles(indices)
         images = {c: self.image_generator(probabilities, c, style)[:, 0].cpu().numpy() for c in self.contrasts}
         maps = probabilities.cpu().numpy()
-        return [(maps[b], {c: images[c][b] for c in self.contrasts}) for b in range(len(indices))]
+        return [(maps[b], {c: images[c][b] for c in self.contrasts}, draws[b]) for b in range(len(indices))]
 
-    def generate(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The (C, *S) partial-volume maps of sample ``index`` and its (*S) image per contrast."""
+    def generate(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict | None]:
+        """Sample ``index``: as one item of ``generate_batch``."""
         return self.generate_batch([index])[0]
 
     def describe(self, index: int, sample: tuple[np.ndarray, Any]) -> dict[str, Any]:
@@ -298,6 +308,7 @@ class BrainSPADESynthesis:
             if self.style_image is not None
             else {"source": "random", "seed": style_seed(self.seed + index)},
             "min_lesion_volume_ml": self.measure.min_lesion_volume_ml,
+            "label_draws": sample[2] if len(sample) > 2 else None,
             "num_inference_steps": sampler.num_inference_steps,
             "guidance_scale": sampler.guidance_scale,
             "scheduler": type(sampler.scheduler).__name__,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from scripts.common.checks import check_non_negative_int, check_positive_int
+from scripts.conformity import LabelRedraw
 from scripts.evaluation.seeds import stream_seeds
 from scripts.measures import LesionMeasure
 from scripts.synthesis import LabelGenerator
@@ -33,6 +34,9 @@ class LesionPresenceStudy:
         batch_size: label maps sampled together (``presence_batch_size``); the seeds do not depend on it.
         seed: base of the seed streams.
         device: where sampling runs.
+        label_redraw: the redraw inference applies (``label_redraw``); with more than one draw, each setting
+            also reports ``delivered``: the same rates after redrawing, i.e. what inference writes, and the draws
+            it took. The first draws are the model's raw rates either way.
     """
 
     def __init__(
@@ -44,8 +48,10 @@ class LesionPresenceStudy:
         batch_size: int = 4,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        label_redraw: LabelRedraw | None = None,
     ) -> None:
         self.label_generator = label_generator
+        self.label_redraw = label_redraw if label_redraw is not None and label_redraw.max_draws > 1 else None
         self.measure = measure
         self.lesion_names = list(measure.lesion_names)
         self.conditions = {name: self._condition(name, value) for name, value in conditions.items()}
@@ -68,15 +74,21 @@ class LesionPresenceStudy:
         """The label-noise seeds of the samples of ``setting``."""
         return stream_seeds(self.seed, f"lesion_presence/{setting}", self.samples)
 
-    def measured(self, setting: str) -> list[dict[str, dict[str, Any]]]:
-        """The lesion measures of every sample of ``setting``."""
-        condition, seeds, found = self.conditions[setting], self.seeds(setting), []
+    def measured(self, setting: str) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
+        """The lesion measures of every first draw of ``setting``; with ``label_redraw``, also those of the
+        delivered maps and their draw records."""
+        condition, seeds = self.conditions[setting], self.seeds(setting)
+        first, delivered, draws = [], [], []
         for start in range(0, len(seeds), self.batch_size):
             batch_seeds = seeds[start : start + self.batch_size]
             batch = torch.tensor([condition] * len(batch_seeds), dtype=torch.float32)
-            for probabilities in self.label_generator(batch, batch_seeds, self.device):
-                found.append(self.measure.details(probabilities.cpu().numpy()))
-        return found
+            maps = self.label_generator(batch, batch_seeds, self.device)
+            first += [self.measure.details(m.cpu().numpy()) for m in maps]
+            if self.label_redraw is not None:
+                kept, records = self.label_redraw(self.label_generator, batch, batch_seeds, self.device, maps)
+                delivered += [self.measure.details(m.cpu().numpy()) for m in kept]
+                draws += records
+        return (first, delivered, draws) if self.label_redraw is not None else (first, None, None)
 
     def _requested(self, condition: list[float]) -> list[str]:
         return [name for name, value in zip(self.lesion_names, condition) if value > 0]
@@ -107,8 +119,15 @@ class LesionPresenceStudy:
         report: dict[str, Any] = {}
         hits, requested_samples = 0, 0
         for setting, condition in self.conditions.items():
-            measured = self.measured(setting)
+            measured, delivered, draws = self.measured(setting)
             report[setting] = self._setting(condition, measured)
+            if delivered is not None:
+                report[setting]["delivered"] = {
+                    **self._setting(condition, delivered),
+                    "max_label_draws": self.label_redraw.max_draws,
+                    "mean_draws": float(np.mean([d["draws"] for d in draws])),
+                    "non_conforming": int(sum(not d["conforms"] for d in draws)),
+                }
             requested = self._requested(condition)
             if requested:
                 hits += sum(all(m[name]["present"] for name in requested) for m in measured)
@@ -123,5 +142,6 @@ class LesionPresenceStudy:
             "min_lesion_volume_ml": self.measure.min_lesion_volume_ml,
             "num_inference_steps": self.label_generator.sampler.num_inference_steps,
             "guidance_scale": self.label_generator.sampler.guidance_scale,
+            "max_label_draws": self.label_redraw.max_draws if self.label_redraw is not None else 1,
             "seed": self.seed,
         }
