@@ -19,14 +19,14 @@ from scripts.measures import LesionMeasure
 
 __all__ = ["LabelRedraw", "draw_seed"]
 
-#: Seed offset between a sample's successive label draws (the style code's stream sits at +2**32).
-DRAW_SEED_STRIDE = 2**40
-
 
 def draw_seed(sample_seed: int, draw: int) -> int:
     """Noise seed of a sample's ``draw``-th label draw; draw 0 is the sample's own seed, so a map that
-    conforms at once is exactly the map a run without redraws gives."""
-    return int(sample_seed) + int(draw) * DRAW_SEED_STRIDE
+    conforms at once is exactly the map a run without redraws gives. Redraw seeds are hashed into 32 bits:
+    torch's CPU generator keeps only a seed's low 32 bits, so an offset of 2**32 or more repeats the noise."""
+    if int(draw) == 0:
+        return int(sample_seed)
+    return int(np.random.SeedSequence([int(sample_seed), int(draw)]).generate_state(1)[0])
 
 
 class LabelRedraw:
