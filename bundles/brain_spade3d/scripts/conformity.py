@@ -58,6 +58,11 @@ class LabelRedraw:
     def _rank(found: dict[str, Any]) -> tuple[int, int, float]:
         return len(found["missing"]), len(found["unrequested"]), found["unrequested_ml"]
 
+    @staticmethod
+    def conforms(found: dict[str, Any]) -> bool:
+        """Whether a ``mismatch`` result has nothing missing and nothing unrequested."""
+        return not found["missing"] and not found["unrequested"]
+
     def __call__(
         self,
         label_generator: Callable[[torch.Tensor, list[int], Any], torch.Tensor],
@@ -74,7 +79,7 @@ class LabelRedraw:
         rows = condition.tolist()
         best = [self.mismatch(rows[b], maps[b].cpu().numpy()) for b in range(len(seeds))]
         kept, draws = [0] * len(seeds), [1] * len(seeds)
-        pending = [b for b in range(len(seeds)) if self._rank(best[b]) != (0, 0, 0.0)]
+        pending = [b for b in range(len(seeds)) if not self.conforms(best[b])]
         for draw in range(1, self.max_draws):
             if not pending:
                 break
@@ -85,7 +90,7 @@ class LabelRedraw:
                 found = self.mismatch(rows[b], redrawn[row].cpu().numpy())
                 if self._rank(found) < self._rank(best[b]):
                     maps[b], best[b], kept[b] = redrawn[row], found, draw
-                if self._rank(best[b]) != (0, 0, 0.0):
+                if not self.conforms(best[b]):
                     still.append(b)
             pending = still
         records = [
@@ -94,7 +99,7 @@ class LabelRedraw:
                 "max_draws": self.max_draws,
                 "kept_draw": kept[b],
                 "seed": draw_seed(seeds[b], kept[b]),
-                "conforms": self._rank(best[b]) == (0, 0, 0.0),
+                "conforms": self.conforms(best[b]),
                 **best[b],
             }
             for b in range(len(seeds))

@@ -83,10 +83,14 @@ class LesionPresenceStudy:
             batch_seeds = seeds[start : start + self.batch_size]
             batch = torch.tensor([condition] * len(batch_seeds), dtype=torch.float32)
             maps = self.label_generator(batch, batch_seeds, self.device)
-            first += [self.measure.details(m.cpu().numpy()) for m in maps]
+            found = [self.measure.details(m.cpu().numpy()) for m in maps]
+            first += found
             if self.label_redraw is not None:
                 kept, records = self.label_redraw(self.label_generator, batch, batch_seeds, self.device, maps)
-                delivered += [self.measure.details(m.cpu().numpy()) for m in kept]
+                delivered += [  # a map kept from its first draw is measured already
+                    found[b] if r["kept_draw"] == 0 else self.measure.details(kept[b].cpu().numpy())
+                    for b, r in enumerate(records)
+                ]
                 draws += records
         return (first, delivered, draws) if self.label_redraw is not None else (first, None, None)
 
