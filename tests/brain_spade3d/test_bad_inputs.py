@@ -21,6 +21,9 @@ BAD_INPUTS = [
     pytest.param({"contrasts": ["T1w", "PD"]}, "contrasts: ['PD'] unknown", id="unknown-contrast"),
     pytest.param({"pathologies": {"wmh": 1.5}}, "pathologies['wmh']=1.5 is outside [0, 1]", id="fraction-above-one"),
     pytest.param({"max_label_draws": 0}, "max_label_draws=0 must be a positive integer", id="no-label-draws"),
+    pytest.param(
+        {"seed": 2**32 - 1, "n_samples": 2}, "seed=4294967295 with 2 sample(s) reaches seed 4294967296", id="seed-span"
+    ),
 ]
 
 

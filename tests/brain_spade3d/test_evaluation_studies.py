@@ -34,7 +34,7 @@ class StandInLabels:
         self.seeds: list[tuple[list[float], int]] = []  # (condition, seed) of every map drawn
         self.companions = companions or {}
 
-    def __call__(self, condition: torch.Tensor, seeds: list[int], device: object) -> torch.Tensor:
+    def __call__(self, condition: torch.Tensor, seeds: list[int], device: object, draw: int = 0) -> torch.Tensor:
         maps = torch.zeros(len(seeds), len(LABEL_NAMES), *SHAPE)
         maps[:, LABEL_NAMES.index("wm")] = 1.0
         for row, (values, seed) in enumerate(zip(condition.tolist(), seeds)):

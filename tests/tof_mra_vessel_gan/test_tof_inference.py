@@ -69,6 +69,7 @@ def test_same_seed_gives_the_same_pairs_whatever_the_batch(generated, vivid_gene
     [
         ({"n_samples": 0}, "n_samples=0 must be a positive integer"),
         ({"patch_size": [64, 64]}, "patch_size=[64, 64] is not supported"),
+        ({"seed": 2**32}, "seed=4294967296 with 1 sample(s) reaches seed 4294967296; seeds must stay below 2**32"),
     ],
 )
 def test_bad_settings_fail_clearly_and_write_nothing(vivid_generator, tmp_path, overrides, message):

@@ -62,6 +62,7 @@ def test_a_bundle_carries_only_the_shared_modules_it_uses():
         "previews.py",
         "provenance.py",
         "radiomics_features.py",
+        "seeding.py",
         "stopping.py",
         "synthetic_folder.py",
         "weights.py",

@@ -34,6 +34,7 @@ from scripts.common.feature_extractors import load_feature_extractor, pooled_fea
 from scripts.common.image_similarity import four_gradient_region_ssim, pairwise_mean
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import captioned, grid, scatter_panel, side_by_side, triplanar
+from scripts.common.seeding import seeded_generator
 
 __all__ = ["GenerativeEvaluation", "brain_volume_ml", "masked_pearson", "pearson_r", "ventricle_volume_ml"]
 
@@ -183,7 +184,7 @@ class GenerativeEvaluation:
 
         images = []
         for condition in tqdm(conditions, desc=description, disable=not self.progress):
-            generator = torch.Generator().manual_seed(self._next_seed)
+            generator = seeded_generator(self._next_seed)
             self._next_seed += 1
             noise = self.sampler.initial_noise(1, generator, self.device)
             decode = self._recording_decode(description)

@@ -23,6 +23,7 @@ from scripts.common.checks import check_choice, check_non_negative_int, check_po
 from scripts.common.image_similarity import pairwise_mean
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import axial, captioned, grid, side_by_side
+from scripts.common.seeding import seeded_generator
 from scripts.common.solvers import SOLVERS
 from scripts.evaluation import LATENT_SPREAD_TOLERANCE, brain_volume_ml, pearson_r, ventricle_volume_ml
 
@@ -172,7 +173,7 @@ class SolverStudy:
 
     def sample(self, sampler: ConditionalLatentSampler, index: int) -> tuple[torch.Tensor, float, float, float]:
         """Sample ``index`` in [0, 1], its final latent spread, and the seconds of sampling and of decoding."""
-        noise = sampler.initial_noise(1, torch.Generator().manual_seed(self.seed + index), self.device)
+        noise = sampler.initial_noise(1, seeded_generator(self.seed + index), self.device)
         start = time.perf_counter()
         latent = sampler.sample_latent(self.diffusion, self.conditions[index : index + 1].to(self.device), noise)
         middle = time.perf_counter()

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import write_json, write_nifti, write_png
-from scripts.common.checks import check_non_negative_int, check_positive_int
+from scripts.common.checks import check_positive_int
 from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import output_affine  # re-exported: configs name scripts.synthesis.output_affine
 from scripts.common.previews import triplanar
+from scripts.common.seeding import check_seed_span, seeded_generator
 
 __all__ = ["BrainSynthesis", "BrainWriter", "output_affine"]
 
@@ -90,7 +91,7 @@ class BrainSynthesis:
         progress: bool = True,
         batch_size: int = 1,
     ) -> None:
-        check_non_negative_int("seed", seed)
+        check_seed_span("seed", seed, len(conditions))
         self.sampler = sampler
         self.diffusion = diffusion
         self.decode = decode
@@ -108,7 +109,7 @@ class BrainSynthesis:
     def generate_batch(self, indices: Sequence[int]) -> list[np.ndarray]:
         """The (X, Y, Z) volumes of samples ``indices``, sampled together and clipped to ``value_range``."""
         noise = torch.cat(
-            [self.sampler.initial_noise(1, torch.Generator().manual_seed(self.seed + i), self.device) for i in indices]
+            [self.sampler.initial_noise(1, seeded_generator(self.seed + i), self.device) for i in indices]
         )
         condition = self.conditions[list(indices)].to(self.device)
         description = f"sample {indices[0]}" if len(indices) == 1 else f"samples {indices[0]}-{indices[-1]}"

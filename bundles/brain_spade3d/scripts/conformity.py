@@ -15,18 +15,10 @@ import numpy as np
 import torch
 
 from scripts.common.checks import check_positive_int
+from scripts.labels import requested_lesions
 from scripts.measures import LesionMeasure
 
-__all__ = ["LabelRedraw", "draw_seed"]
-
-
-def draw_seed(sample_seed: int, draw: int) -> int:
-    """Noise seed of a sample's ``draw``-th label draw; draw 0 is the sample's own seed, so a map that
-    conforms at once is exactly the map a run without redraws gives. Redraw seeds are hashed into 32 bits:
-    torch's CPU generator keeps only a seed's low 32 bits, so an offset of 2**32 or more repeats the noise."""
-    if int(draw) == 0:
-        return int(sample_seed)
-    return int(np.random.SeedSequence([int(sample_seed), int(draw)]).generate_state(1)[0])
+__all__ = ["LabelRedraw"]
 
 
 class LabelRedraw:
@@ -34,7 +26,8 @@ class LabelRedraw:
     ``max_draws`` draws in all; if none conforms, the draw with the fewest mismatches is kept and its
     record says ``conforms: false``.
 
-    A sample's draws depend on its own seed only, so sample ``i`` is the same in any batch.
+    Draw ``k`` of a sample is draw ``k`` of the label generator for the sample's own seed (draw 0 its first map,
+    later ones its redraw stream), so sample ``i`` is the same in any batch.
 
     Args:
         measure: decides presence (argmax volume ``>= min_lesion_volume_ml``) and names the lesions.
@@ -48,7 +41,7 @@ class LabelRedraw:
     def mismatch(self, condition: Sequence[float], probabilities: np.ndarray) -> dict[str, Any]:
         """The requested lesions a map lacks and the unrequested ones it carries (with their volume)."""
         lesions = self.measure.details(probabilities)
-        requested = {name for name, value in zip(self.measure.lesion_names, condition) if value > 0}
+        requested = set(requested_lesions(self.measure.lesion_names, condition))
         missing = [name for name in self.measure.lesion_names if name in requested and not lesions[name]["present"]]
         extra = [name for name in self.measure.lesion_names if name not in requested and lesions[name]["present"]]
         extra_ml = sum(lesions[name]["volume_ml"] for name in extra)
@@ -65,7 +58,7 @@ class LabelRedraw:
 
     def __call__(
         self,
-        label_generator: Callable[[torch.Tensor, list[int], Any], torch.Tensor],
+        label_generator: Callable[[torch.Tensor, list[int], Any, int], torch.Tensor],
         condition: torch.Tensor,
         seeds: Sequence[int],
         device: str | torch.device,
@@ -83,7 +76,7 @@ class LabelRedraw:
         for draw in range(1, self.max_draws):
             if not pending:
                 break
-            redrawn = label_generator(condition[pending], [draw_seed(seeds[b], draw) for b in pending], device)
+            redrawn = label_generator(condition[pending], [seeds[b] for b in pending], device, draw)
             still = []
             for row, b in enumerate(pending):
                 draws[b] = draw + 1
@@ -98,7 +91,6 @@ class LabelRedraw:
                 "draws": draws[b],
                 "max_draws": self.max_draws,
                 "kept_draw": kept[b],
-                "seed": draw_seed(seeds[b], kept[b]),
                 "conforms": self.conforms(best[b]),
                 **best[b],
             }

@@ -32,6 +32,7 @@ __all__ = [
     "lesion_statistics",
     "measure_lesions",
     "read_label_stats",
+    "requested_lesions",
     "resolve_conditions",
     "resolve_pathologies",
 ]
@@ -88,6 +89,11 @@ def _fraction(source: str, value: Any) -> float:
             f"{source}={value!r} is outside [0, 1] (a lesion fraction divided by the training cohort's maximum)"
         )
     return value
+
+
+def requested_lesions(lesion_names: Sequence[str], condition: Sequence[float]) -> list[str]:
+    """The lesions a condition asks for: those with a value above 0 (0 means absent)."""
+    return [name for name, value in zip(lesion_names, condition) if value > 0]
 
 
 def _sample_generator(seed: int, index: int) -> np.random.Generator:

@@ -1,8 +1,8 @@
 """Two-stage synthesis: lesion condition -> label map (latent diffusion) -> one image per contrast (SPADE).
 
-Sample ``i`` of a run with ``seed`` s draws its latent noise and its style code with seed ``s + i``
-on the CPU, so a sample is reproduced by its own seed whatever ``n_samples`` or its batch was, and on
-any device. Sampling, measuring and writing are separate pieces: ``BrainSPADESynthesis`` samples,
+Sample ``i`` of a run with ``seed`` s draws its latent noise with seed ``s + i`` and its random style code
+from that seed's ``style`` side stream (``scripts.common.seeding``), both on the CPU, so a sample is reproduced
+by its own seed whatever ``n_samples`` or its batch was, and on any device. Sampling, measuring and writing are separate pieces: ``BrainSPADESynthesis`` samples,
 the ``measure`` component measures the lesions, and the ``writer`` the config names puts each sample
 on disk (each file atomically, the JSON sidecar last, so a sidecar on disk means a complete sample).
 """
@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from scripts.common.atomic_io import atomic_path, write_json, write_nifti, write_png
-from scripts.common.checks import check_non_negative_int, check_positive_int
+from scripts.common.checks import check_positive_int
 from scripts.common.dataset import write_samples
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.mni import output_affine  # re-exported: configs name scripts.synthesis.output_affine
+from scripts.common.seeding import check_seed_span, seeded_generator, stream_normal
 from scripts.conformity import LabelRedraw
-from scripts.labels import LABEL_NAMES, LESION_NAMES
+from scripts.labels import LABEL_NAMES, LESION_NAMES, requested_lesions
 from scripts.measures import LesionMeasure
 from scripts.networks import spade_input
 from scripts.overlay import sample_preview
@@ -36,13 +37,10 @@ __all__ = [
     "SpadeWriter",
     "load_style_image",
     "output_affine",
-    "style_seed",
 ]
 
-
-def style_seed(sample_seed: int) -> int:
-    """Seed of a sample's random style code: its own stream, apart from every sample's latent noise."""
-    return int(sample_seed) + 2**32
+STYLE_STREAM = "style"
+REDRAW_STREAM = "label_redraw"
 
 
 def load_style_image(path: str | os.PathLike, spatial_shape: Sequence[int]) -> torch.Tensor:
@@ -97,10 +95,20 @@ class LabelGenerator:
     def _probabilities(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.softmax(torch.as_tensor(self.decode(latent)).float(), dim=1)
 
+    def noise(self, seeds: Sequence[int], draw: int, device: str | torch.device) -> torch.Tensor:
+        """Starting noise of draw ``draw`` of each sample seed: draw 0 is the seed's own torch stream (the map a
+        run without redraws gives), a redraw comes from the seed's ``label_redraw`` side stream."""
+        if draw == 0:
+            return torch.cat([self.sampler.initial_noise(1, seeded_generator(int(s)), device) for s in seeds])
+        shape = (1, *self.sampler.latent_shape)
+        return torch.cat([stream_normal(shape, int(s), REDRAW_STREAM, draw) for s in seeds]).to(device)
+
     @torch.no_grad()
-    def __call__(self, condition: torch.Tensor, seeds: Sequence[int], device: str | torch.device) -> torch.Tensor:
-        """Label maps for ``condition`` (B, 4), item ``b`` starting from noise seeded with ``seeds[b]``."""
-        noise = torch.cat([self.sampler.initial_noise(1, torch.Generator().manual_seed(int(s)), device) for s in seeds])
+    def __call__(
+        self, condition: torch.Tensor, seeds: Sequence[int], device: str | torch.device, draw: int = 0
+    ) -> torch.Tensor:
+        """Label maps for ``condition`` (B, 4), item ``b`` from draw ``draw`` of sample seed ``seeds[b]``."""
+        noise = self.noise(seeds, draw, device)
         return self.sampler(self.diffusion, self._probabilities, condition.to(device), noise, description="labels")
 
 
@@ -130,8 +138,8 @@ class ImageGenerator:
         self.value_range = (float(value_range[0]), float(value_range[1]))
 
     def random_style(self, seeds: Sequence[int], device: str | torch.device) -> torch.Tensor:
-        """(B, z_dim) standard normal style codes, drawn on the CPU from ``seeds``."""
-        codes = [torch.randn((1, self.z_dim), generator=torch.Generator().manual_seed(style_seed(s))) for s in seeds]
+        """(B, z_dim) standard normal style codes from the ``style`` side stream of each sample seed."""
+        codes = [stream_normal((1, self.z_dim), int(s), STYLE_STREAM) for s in seeds]
         return torch.cat(codes).to(device)
 
     @torch.no_grad()
@@ -246,7 +254,7 @@ class BrainSPADESynthesis:
         batch_size: int = 1,
         label_redraw: LabelRedraw | None = None,
     ) -> None:
-        check_non_negative_int("seed", seed)
+        check_seed_span("seed", seed, len(conditions))
         self.label_generator = label_generator
         self.image_generator = image_generator
         self.conditions = torch.as_tensor(conditions, dtype=torch.float32)
@@ -298,15 +306,18 @@ class BrainSPADESynthesis:
             "seed": self.seed + index,
             "base_seed": self.seed,
             "index": index,
-            "requested_lesions": [name for name, value in requested.items() if value > 0],
+            "requested_lesions": requested_lesions(self.lesion_names, self.conditions[index].tolist()),
             "present_lesions": [name for name, found in lesions.items() if found["present"]],
-            "all_requested_present": all(lesions[name]["present"] for name, value in requested.items() if value > 0),
+            "all_requested_present": all(
+                lesions[name]["present"]
+                for name in requested_lesions(self.lesion_names, self.conditions[index].tolist())
+            ),
             "lesions": {name: {"requested_condition": requested[name], **lesions[name]} for name in self.lesion_names},
             "condition": requested,
             "contrasts": self.contrasts,
             "style": {"source": "image", "path": self.style_image_path}
             if self.style_image is not None
-            else {"source": "random", "seed": style_seed(self.seed + index)},
+            else {"source": "random", "seed": self.seed + index, "stream": STYLE_STREAM},
             "min_lesion_volume_ml": self.measure.min_lesion_volume_ml,
             "label_draws": sample[2] if len(sample) > 2 else None,
             "num_inference_steps": sampler.num_inference_steps,

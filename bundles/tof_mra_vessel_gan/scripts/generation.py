@@ -26,6 +26,7 @@ from scripts.common.atomic_io import atomic_path, write_json, write_png
 from scripts.common.checks import check_positive_int
 from scripts.common.dataset import sample_stem
 from scripts.common.previews import grid, side_by_side
+from scripts.common.seeding import seeded_generator
 
 #: The label-channel value above which a pixel is vessel: the threshold calibrated on the shipped generator
 #: (``configs/calibrate.json``); the configs set ``label_threshold`` to it. Kossen et al. 2021 used 0.8.
@@ -65,7 +66,7 @@ class LatentStream:
         self._restart()
 
     def _restart(self) -> None:
-        self._rng = torch.Generator(device="cpu").manual_seed(self.seed)
+        self._rng = seeded_generator(self.seed)
         self._position = 0
 
     def take(self, indices: Sequence[int]) -> torch.Tensor:

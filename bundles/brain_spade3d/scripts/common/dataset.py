@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic_io import atomic_path, prepare_output_dir, stale_temporaries, temporary_target
-from .checks import check_non_negative_int, check_positive_int
+from .checks import check_non_negative_int, check_positive_int, check_seed_span
 from .weights import file_sha256
 
 __all__ = [
@@ -117,9 +117,9 @@ class Plan:
         conditions: Any = None,
         seed_stride: int = 1,
     ) -> None:
-        self.seed = check_non_negative_int("seed", seed)
         self.seed_stride = check_non_negative_int("seed_stride", seed_stride)
         self.n_samples = check_positive_int("n_samples", n_samples)
+        self.seed = check_seed_span("seed", seed, self.seed_stride * (self.n_samples - 1) + 1)
         self.condition_names = [str(n) for n in condition_names]
         values = [] if conditions is None else [[float(v) for v in row] for row in _as_rows(conditions)]
         if self.condition_names and len(values) != self.n_samples:

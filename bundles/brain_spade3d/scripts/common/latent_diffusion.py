@@ -23,6 +23,7 @@ from monai.networks.schedulers import Scheduler
 
 from .atomic_io import write_json
 from .checks import check_flag
+from .seeding import seeded_generator
 
 __all__ = [
     "ConditionalLatentSampler",
@@ -334,7 +335,7 @@ class SamplePreviewHandler:
         rows = []
         try:
             for index, condition in enumerate(self.conditions):
-                noise = self.sampler.initial_noise(1, torch.Generator().manual_seed(self.seed + index), device)
+                noise = self.sampler.initial_noise(1, seeded_generator(self.seed + index), device)
                 image = self.sampler(network, self.decode, condition[None].to(device), noise, description="preview")
                 volume = image[0, 0].float().cpu().numpy()
                 text = "condition " + ", ".join(f"{v:.2f}" for v in condition.tolist())

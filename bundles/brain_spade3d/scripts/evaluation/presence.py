@@ -11,6 +11,7 @@ import torch
 from scripts.common.checks import check_non_negative_int, check_positive_int
 from scripts.conformity import LabelRedraw
 from scripts.evaluation.seeds import stream_seeds
+from scripts.labels import requested_lesions
 from scripts.measures import LesionMeasure
 from scripts.synthesis import LabelGenerator
 
@@ -94,11 +95,8 @@ class LesionPresenceStudy:
                 draws += records
         return (first, delivered, draws) if self.label_redraw is not None else (first, None, None)
 
-    def _requested(self, condition: list[float]) -> list[str]:
-        return [name for name, value in zip(self.lesion_names, condition) if value > 0]
-
     def _setting(self, condition: list[float], measured: list[dict]) -> dict[str, Any]:
-        requested = self._requested(condition)
+        requested = requested_lesions(self.lesion_names, condition)
         unrequested = [name for name in self.lesion_names if name not in requested]
         all_present = [all(m[name]["present"] for name in requested) for m in measured]
         return {
@@ -132,7 +130,7 @@ class LesionPresenceStudy:
                     "mean_draws": float(np.mean([d["draws"] for d in draws])),
                     "non_conforming": int(sum(not d["conforms"] for d in draws)),
                 }
-            requested = self._requested(condition)
+            requested = requested_lesions(self.lesion_names, condition)
             if requested:
                 hits += sum(all(m[name]["present"] for name in requested) for m in measured)
                 requested_samples += len(measured)

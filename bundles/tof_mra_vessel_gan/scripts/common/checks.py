@@ -14,7 +14,11 @@ __all__ = [
     "check_non_negative_number",
     "check_optional_positive_number",
     "check_positive_int",
+    "check_seed_span",
 ]
+
+#: torch's CPU generator keeps only the low 32 bits of a seed, so seeds from here on repeat smaller ones
+SEED_LIMIT = 2**32
 
 
 def _check_int(name: str, value: Any, minimum: int, wording: str) -> int:
@@ -32,6 +36,18 @@ def check_positive_int(name: str, value: Any) -> int:
 def check_non_negative_int(name: str, value: Any) -> int:
     """``value`` as an int >= 0, e.g. a seed (booleans and fractions are refused)."""
     return _check_int(name, value, 0, "non-negative")
+
+
+def check_seed_span(name: str, seed: Any, count: Any = 1) -> int:
+    """``seed`` if ``seed .. seed + count - 1`` all lie below 2**32, the seeds torch keeps whole."""
+    seed = check_non_negative_int(name, seed)
+    count = check_positive_int("n_samples", count)
+    if seed + count > SEED_LIMIT:
+        raise ValueError(
+            f"{name}={seed} with {count} sample(s) reaches seed {seed + count - 1}; seeds must stay below 2**32 "
+            f"({SEED_LIMIT}): torch keeps only a seed's low 32 bits, so larger ones would repeat smaller ones"
+        )
+    return seed
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
