@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -71,6 +76,116 @@ def bundle_env(elsewhere_bundle: Path | None = None) -> dict[str, str]:
     return env
 
 
+#: Variables read when torch and MONAI are imported: a run whose values differ from the fork server's cannot be forked.
+_IMPORT_TIME_ENV = ("PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+_IMPORT_TIME_PREFIXES = ("MONAI_", "TORCH_", "PYTORCH_")
+
+
+def _import_time_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k in _IMPORT_TIME_ENV or k.startswith(_IMPORT_TIME_PREFIXES)}
+
+
+class BundleServer:
+    """Client of ``tests/bundle_server.py``: one pre-imported interpreter per test session, a fork per bundle run.
+
+    ``SYNTHBRAIN_TESTS_FORK=0`` turns it off (every run a fresh ``python -m monai.bundle``), as does a server
+    that fails to start. Only plain runs are forked; ``run_bundle`` keeps torchrun launches as subprocesses.
+    """
+
+    _lock = threading.Lock()
+    _instance: BundleServer | None = None
+    _failed = False
+
+    def __init__(self) -> None:
+        self.env = bundle_env()
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bundle_server.py"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env=self.env,
+            text=True,
+        )
+        ready = self._reply(timeout=300)
+        if not ready.get("ready"):
+            raise RuntimeError(f"bundle server did not start: {ready}")
+        atexit.register(self.close)
+
+    @classmethod
+    def shared(cls) -> BundleServer | None:
+        """The session's server, started on first use; None where forking is off or the server cannot start."""
+        if os.environ.get("SYNTHBRAIN_TESTS_FORK", "1") == "0" or cls._failed or not hasattr(os, "fork"):
+            return None
+        if cls._instance is None:
+            try:
+                cls._instance = cls()
+            except (OSError, RuntimeError, ValueError) as error:
+                print(f"bundle server unavailable, running subprocesses: {error}", file=sys.stderr)
+                cls._failed = True
+        return cls._instance
+
+    def accepts(self, env: dict[str, str]) -> bool:
+        """Whether a run with ``env`` imports what the server imported, the same way."""
+        return self.process.poll() is None and _import_time_env(env) == _import_time_env(self.env)
+
+    def _reply(self, timeout: float | None) -> dict:
+        readable, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not readable:
+            raise subprocess.TimeoutExpired(self.process.args, timeout)
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("bundle server exited")
+        return json.loads(line)
+
+    def run(
+        self, module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        """``python -m <module> <args>`` as a forked child, returning what ``subprocess.run`` would."""
+        with self._lock, tempfile.TemporaryDirectory(prefix="bundle-run-") as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            request = {
+                "module": module,
+                "args": args,
+                "cwd": str(cwd),
+                "env": env,
+                "stdout": str(out),
+                "stderr": str(err),
+            }
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            pid = self._reply(timeout=60)["pid"]
+            try:
+                returncode = self._reply(timeout=timeout)["returncode"]
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                self._reply(timeout=60)
+                raise subprocess.TimeoutExpired(args, timeout, out.read_text(), err.read_text()) from None
+            return subprocess.CompletedProcess(
+                [sys.executable, "-m", *args],
+                returncode,
+                out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float, runner: list[str] | None
+) -> subprocess.CompletedProcess:
+    server = None if runner else BundleServer.shared()
+    if server is not None and server.accepts(env):
+        return server.run(command[2], command[3:], cwd, env, timeout)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def run_bundle(
     bundle_dir: Path,
     config: str | list[str],
@@ -86,12 +201,13 @@ def run_bundle(
     ``--config_file "['configs/train.json','configs/multi_gpu_train.json']"``. ``runner`` replaces
     ``python -m`` (e.g. with torchrun). The process runs in the bundle folder; with ``cwd`` it runs there
     instead, as the bundles' READMEs document for another folder: absolute config paths and ``--bundle_root``,
-    and no ``PYTHONPATH`` entry for the bundle.
+    and no ``PYTHONPATH`` entry for the bundle. Plain runs are forked from a pre-imported interpreter
+    (``BundleServer``), which behaves as a fresh ``python -m monai.bundle`` but starts in a fraction of the time.
     """
     command = bundle_command(bundle_dir, config, overrides, runner, elsewhere=cwd is not None)
     env = bundle_env(bundle_dir if cwd is not None else None)
     cwd = bundle_dir if cwd is None else cwd
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = _run(command, cwd, env, timeout, runner)
     if runner and result.returncode != 0 and GLOO_TEARDOWN_ABORT in result.stdout + result.stderr:
         # A rare torch/gloo teardown race on CPU (seen about once in ten 2-process runs despite the barrier in
         # the overlays' finalize): retry once; any other failure, or a second abort, still fails the test.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.brain_spade3d.spade3d_helpers import LESION_NAMES, bundle_module
-from tests.brain_spade3d.test_evaluation_studies import LABEL_NAMES, StandInLabels
+from tests.brain_spade3d.test_evaluation_studies import LABEL_NAMES, StandInImages, StandInLabels
 
 WMH, HEALTHY = [0.5, 0.0, 0.0, 0.0], [0.0] * 4
 
@@ -121,3 +121,25 @@ def test_a_redraw_starts_from_new_noise_and_draw_zero_from_the_seeds_own_stream(
     assert all(not torch.allclose(draws[0], later) for later in draws[1:]) and not torch.allclose(draws[1], draws[2])
     assert torch.equal(labels.noise([4], 2, "cpu")[0], draws[2][1])  # a sample's redraw does not depend on its batch
     assert not torch.allclose(style.reshape(-1), own.reshape(-1))  # the style code is not the label noise
+
+
+def test_synthetic_segmentation_pairs_carry_the_delivered_maps() -> None:
+    redraw, conditions = _redraw(3), torch.tensor([WMH])
+    with bundle_module("evaluation") as evaluation:
+
+        def pairs(label_redraw: object) -> object:
+            return evaluation.SegmentationPairs(
+                None,
+                {"T1w": "t1w"},
+                "T1w",
+                FirstDrawCompanions(),
+                StandInImages(),
+                progress=False,
+                label_redraw=label_redraw,
+            )
+
+        kept, raw = pairs(redraw), pairs(None)
+        delivered, first = kept.synthetic(conditions, [3], "pairs")[0], raw.synthetic(conditions, [3], "pairs")[0]
+    edema = LABEL_NAMES.index("edema")
+    assert (first["label"] == edema).any() and not (delivered["label"] == edema).any()
+    assert kept.protocol()["synthetic_max_label_draws"] == 3 and raw.protocol()["synthetic_max_label_draws"] == 1

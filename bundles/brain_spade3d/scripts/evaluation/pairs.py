@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from scripts.conformity import LabelRedraw
 from scripts.evaluation.data import EvaluationSplits
 from scripts.synthesis import ImageGenerator, LabelGenerator
 
@@ -24,6 +25,8 @@ class SegmentationPairs:
         image_generator: stage 2 (label map + contrast + style -> image).
         device: where sampling runs.
         progress: show a progress bar while sampling.
+        label_redraw: redraws label maps whose lesions contradict their condition, so that synthetic pairs are
+            the maps the bundle delivers (``max_label_draws``); ``None`` keeps the model's first draws.
     """
 
     def __init__(
@@ -35,6 +38,7 @@ class SegmentationPairs:
         image_generator: ImageGenerator,
         device: str | torch.device = "cpu",
         progress: bool = True,
+        label_redraw: LabelRedraw | None = None,
     ) -> None:
         if contrast not in contrast_keys:
             raise ValueError(f"segmentation_contrast={contrast!r} is not one of {list(contrast_keys)}")
@@ -45,6 +49,7 @@ class SegmentationPairs:
         self.image_generator = image_generator
         self.device = torch.device(device)
         self.progress = progress
+        self.label_redraw = label_redraw
 
     def real(self, item: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """(image of the segmentation contrast, argmax label) of a real item."""
@@ -63,7 +68,10 @@ class SegmentationPairs:
         pairs = []
         for index in tqdm(range(len(conditions)), desc=description, disable=not self.progress):
             seed = int(seeds[index])
-            probabilities = self.label_generator(conditions[index : index + 1], [seed], self.device)
+            condition = conditions[index : index + 1]
+            probabilities = self.label_generator(condition, [seed], self.device)
+            if self.label_redraw is not None:
+                probabilities, _ = self.label_redraw(self.label_generator, condition, [seed], self.device, probabilities)
             style = self.image_generator.random_style([seed], self.device)
             image = self.image_generator(probabilities, self.contrast, style)
             pairs.append({"image": image[0].cpu(), "label": probabilities[0].argmax(0, keepdim=True).cpu().float()})
@@ -75,4 +83,5 @@ class SegmentationPairs:
             "segmentation_contrast": self.contrast,
             "num_inference_steps": self.label_generator.sampler.num_inference_steps,
             "guidance_scale": self.label_generator.sampler.guidance_scale,
+            "synthetic_max_label_draws": 1 if self.label_redraw is None else self.label_redraw.max_draws,
         }
