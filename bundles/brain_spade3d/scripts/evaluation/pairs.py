@@ -71,7 +71,9 @@ class SegmentationPairs:
             condition = conditions[index : index + 1]
             probabilities = self.label_generator(condition, [seed], self.device)
             if self.label_redraw is not None:
-                probabilities, _ = self.label_redraw(self.label_generator, condition, [seed], self.device, probabilities)
+                probabilities, _ = self.label_redraw(
+                    self.label_generator, condition, [seed], self.device, probabilities
+                )
             style = self.image_generator.random_style([seed], self.device)
             image = self.image_generator(probabilities, self.contrast, style)
             pairs.append({"image": image[0].cpu(), "label": probabilities[0].argmax(0, keepdim=True).cpu().float()})
