@@ -31,7 +31,15 @@ from tools import BUNDLES_DIR, REPO_ROOT
 BRAIN_OVERRIDES = {"num_inference_steps": 10, "progress": False}
 OVERRIDES = {"brain_ldm": BRAIN_OVERRIDES, "brain_spade3d": {**BRAIN_OVERRIDES, "contrasts": ["T1w"]}}
 #: The sampler settings a throughput depends on, recorded as the run used them (defaults plus overrides).
-SAMPLING_KEYS = ("solver", "num_inference_steps", "ddim_eta", "x0_clip", "guidance_scale", "batch_size")
+SAMPLING_KEYS = (
+    "solver",
+    "num_inference_steps",
+    "ddim_eta",
+    "x0_clip",
+    "guidance_scale",
+    "max_label_draws",
+    "batch_size",
+)
 CLOSING_LINE = re.compile(r"shard (\d+)/(\d+): (\d+) samples in ([\d.]+) s")
 
 

@@ -39,3 +39,11 @@ def test_the_command_names_an_output_inside_the_repository_relative_to_it(tmp_pa
     inside = REPO_ROOT / "bundles" / "brain_ldm" / "docs" / "measured" / "dataset_throughput.json"
     assert _shown(str(inside)) == "bundles/brain_ldm/docs/measured/dataset_throughput.json"
     assert _shown(str(tmp_path / "x.json")) == str(tmp_path / "x.json")
+
+
+def test_the_record_names_the_label_draw_budget_of_the_spade_bundle(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "dataset_throughput.json"
+    monkeypatch.setattr("tools.dataset_bench.measure_manifest", lambda: {"n_samples": 10, "parts": 2})
+    dataset_bench("brain_spade3d", str(out), throughput=False)
+    inference = json.loads((BUNDLES_DIR / "brain_spade3d" / "configs" / "inference.json").read_text())
+    assert json.loads(out.read_text())["sampling"]["max_label_draws"] == inference["max_label_draws"] == 8
