@@ -36,7 +36,7 @@ import numpy as np
 assert len(samples) == 4 and sorted(samples[0][1]) == ["FLAIR", "T1w"]
 label_map, images, draws = synthesis.generate_batch([2])[0]
 assert draws["max_draws"] == 8 and draws["kept_draw"] < draws["draws"] <= 8  # redraws are on by default
-assert samples[2][2] == draws  # the same draws, whatever the batch
+assert samples[2].label_draws == draws  # the same draws, whatever the batch
 assert np.abs(samples[2][0] - label_map).max() <= 1e-3
 assert all(np.abs(samples[2][1][c] - images[c]).max() <= 1e-3 for c in images)
 assert np.abs(samples[1][1]["T1w"] - samples[2][1]["T1w"]).max() > 0.1  # other seeds give other brains

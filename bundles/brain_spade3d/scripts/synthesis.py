@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "BrainSPADESynthesis",
     "ImageGenerator",
     "LabelGenerator",
+    "SpadeSample",
     "SpadeWriter",
     "load_style_image",
     "output_affine",
@@ -41,6 +42,14 @@ __all__ = [
 
 STYLE_STREAM = "style"
 REDRAW_STREAM = "label_redraw"
+
+
+class SpadeSample(NamedTuple):
+    """One generated sample, as ``generate_batch`` hands it to the measure and the writer."""
+
+    label_map: np.ndarray  # (C, X, Y, Z) partial volumes
+    images: dict[str, np.ndarray]  # contrast -> (X, Y, Z)
+    label_draws: dict[str, Any] | None = None  # the draw record of ``LabelRedraw``; None without redraws
 
 
 def load_style_image(path: str | os.PathLike, spatial_shape: Sequence[int]) -> torch.Tensor:
@@ -176,13 +185,11 @@ class SpadeWriter:
         self.label_names = list(label_names)
         self.lesion_names = list(lesion_names)
 
-    def write(
-        self, folder: Path, stem: str, sample: tuple[np.ndarray, Mapping[str, np.ndarray]], record: Mapping[str, Any]
-    ) -> dict[str, str]:
+    def write(self, folder: Path, stem: str, sample: SpadeSample, record: Mapping[str, Any]) -> dict[str, str]:
         """Write every file of one sample; returns their names relative to ``folder``."""
         import nibabel as nib
 
-        probabilities, images = sample[0], sample[1]
+        probabilities, images = sample.label_map, sample.images
         labels = probabilities.argmax(0).astype(np.uint8)
         files = {
             "label_pv": f"{stem}_label_pv.nii.gz",
@@ -279,7 +286,7 @@ class BrainSPADESynthesis:
             return code.expand(len(indices), -1)
         return self.image_generator.random_style([self.seed + i for i in indices], self.device)
 
-    def generate_batch(self, indices: Sequence[int]) -> list[tuple[np.ndarray, dict[str, np.ndarray], dict | None]]:
+    def generate_batch(self, indices: Sequence[int]) -> list[SpadeSample]:
         """Per sample of ``indices``: its (C, *S) partial-volume maps, its (*S) image per contrast, and the
         record of its label draws (``None`` without ``label_redraw``)."""
         condition = self.conditions[list(indices)]
@@ -291,15 +298,15 @@ class BrainSPADESynthesis:
         style = self.styles(indices)
         images = {c: self.image_generator(probabilities, c, style)[:, 0].cpu().numpy() for c in self.contrasts}
         maps = probabilities.cpu().numpy()
-        return [(maps[b], {c: images[c][b] for c in self.contrasts}, draws[b]) for b in range(len(indices))]
+        return [SpadeSample(maps[b], {c: images[c][b] for c in self.contrasts}, draws[b]) for b in range(len(indices))]
 
-    def generate(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray], dict | None]:
+    def generate(self, index: int) -> SpadeSample:
         """Sample ``index``: as one item of ``generate_batch``."""
         return self.generate_batch([index])[0]
 
-    def describe(self, index: int, sample: tuple[np.ndarray, Any]) -> dict[str, Any]:
+    def describe(self, index: int, sample: SpadeSample) -> dict[str, Any]:
         """What was asked, what came out, and enough provenance to regenerate the sample."""
-        lesions = self.measure.details(sample[0])
+        lesions = self.measure.details(sample.label_map)
         requested = dict(zip(self.lesion_names, [round(v, 6) for v in self.conditions[index].tolist()]))
         sampler = self.label_generator.sampler
         return {
@@ -319,7 +326,7 @@ class BrainSPADESynthesis:
             if self.style_image is not None
             else {"source": "random", "seed": self.seed + index, "stream": STYLE_STREAM},
             "min_lesion_volume_ml": self.measure.min_lesion_volume_ml,
-            "label_draws": sample[2] if len(sample) > 2 else None,
+            "label_draws": sample.label_draws,
             "num_inference_steps": sampler.num_inference_steps,
             "guidance_scale": sampler.guidance_scale,
             "scheduler": type(sampler.scheduler).__name__,
