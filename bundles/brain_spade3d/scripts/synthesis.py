@@ -308,17 +308,15 @@ class BrainSPADESynthesis:
         """What was asked, what came out, and enough provenance to regenerate the sample."""
         lesions = self.measure.details(sample.label_map)
         requested = dict(zip(self.lesion_names, [round(v, 6) for v in self.conditions[index].tolist()]))
+        asked = requested_lesions(self.lesion_names, self.conditions[index].tolist())
         sampler = self.label_generator.sampler
         return {
             "seed": self.seed + index,
             "base_seed": self.seed,
             "index": index,
-            "requested_lesions": requested_lesions(self.lesion_names, self.conditions[index].tolist()),
+            "requested_lesions": asked,
             "present_lesions": [name for name, found in lesions.items() if found["present"]],
-            "all_requested_present": all(
-                lesions[name]["present"]
-                for name in requested_lesions(self.lesion_names, self.conditions[index].tolist())
-            ),
+            "all_requested_present": all(lesions[name]["present"] for name in asked),
             "lesions": {name: {"requested_condition": requested[name], **lesions[name]} for name in self.lesion_names},
             "condition": requested,
             "contrasts": self.contrasts,

@@ -18,7 +18,7 @@ import torch
 
 from .checks import check_non_negative_int, check_seed_span
 
-__all__ = ["check_seed_span", "seeded_generator", "stream_normal"]
+__all__ = ["seeded_generator", "stream_normal"]
 
 
 def seeded_generator(seed: int) -> torch.Generator:
