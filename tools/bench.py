@@ -128,19 +128,28 @@ def _brain_decode(parser: Any, bundle: str, networks: dict, latent: torch.Tensor
     return image
 
 
-def _run_brain(parser: Any, bundle: str, networks: dict, side: str, steps: int, part: str) -> dict:
+def _run_brain(parser: Any, bundle: str, networks: dict, side: str, steps: int, part: str, warmup: bool) -> dict:
     latent_shape = parser.get_parsed_content("latent_shape")
     noise = torch.randn((1, *latent_shape), generator=torch.Generator().manual_seed(0))
     condition = _condition(parser, bundle)
     scale = float(parser.get_parsed_content("scale_factor"))
     result: dict[str, Any] = {"full_steps": int(parser.get_parsed_content("num_inference_steps"))}
+
+    def denoise(count: int) -> torch.Tensor:
+        if part != "sample":
+            return noise
+        if side == "reference":
+            return _reference_steps(parser, networks, noise, condition, count)
+        # ours samples with the configured sampling network (e.g. torch.compile'd), where the bundle has one
+        unet = parser.get_parsed_content("sampling_network") if "sampling_network" in parser else networks["diffusion"]
+        return parser.get_parsed_content("inferer").sample_latent(unet, condition, noise, max_steps=count)
+
+    if warmup:  # one untimed step and decode first, e.g. to leave torch.compile's compilation out of the timing
+        start = time.perf_counter()
+        _brain_decode(parser, bundle, networks, denoise(1) / scale, side)
+        result["warmup_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    latent = noise
-    if part == "sample" and side == "reference":
-        latent = _reference_steps(parser, networks, noise, condition, steps)
-    elif part == "sample":
-        sampler = parser.get_parsed_content("inferer")
-        latent = sampler.sample_latent(networks["diffusion"], condition, noise, max_steps=steps)
+    latent = denoise(steps)
     step_time = time.perf_counter() - start
     start = time.perf_counter()
     image = _brain_decode(parser, bundle, networks, latent / scale, side)
@@ -185,7 +194,9 @@ def worker(spec: dict) -> None:
         if spec["bundle"] == "tof_mra_vessel_gan":
             result = _run_tof(parser, networks, spec["side"], spec["steps"])
         else:
-            result = _run_brain(parser, spec["bundle"], networks, spec["side"], spec["steps"], spec["part"])
+            result = _run_brain(
+                parser, spec["bundle"], networks, spec["side"], spec["steps"], spec["part"], spec["warmup"]
+            )
     outputs = {key: value.detach().clone() for key, value in result.pop("outputs").items()}
     torch.save(outputs, spec["outputs_path"])
     result.update(peak_rss_mb=_peak_rss_mb(), weights=used, bundle_version=parser.get_parsed_content("_meta_#version"))
@@ -239,6 +250,7 @@ def bench(
     both: dict | None = None,
     weights: str | None = None,
     repeats: int = 1,
+    warmup: bool = False,
 ) -> None:
     """Time the reference and ours, alternately, each in a fresh process, and write the comparison as JSON.
 
@@ -255,6 +267,8 @@ def bench(
         both: config overrides for both sides (e.g. tiny network sizes).
         weights: ``shipped`` (default for demo) or ``random`` (always for ukb, whose weights are not shipped).
         repeats: reference/ours pairs run alternately; each side keeps its fastest run (the machine is shared).
+        warmup: both sides run one step and one decode untimed first (``warmup_seconds`` in the JSON), so that
+            one-off work such as ``torch.compile``'s compilation is left out of the timing.
     """
     if bundle not in BUNDLES:
         raise ValueError(f"bundle={bundle!r} is not one of {list(BUNDLES)}")
@@ -279,6 +293,7 @@ def bench(
         "part": part,
         "threads": threads,
         "inference_mode": bool(inference_mode),
+        "warmup": bool(warmup),
         "random_weights": weights == "random",
         "both": dict(both or {}),
         "overrides": {"ddim_eta": 0.0, **(ours or {})},  # deterministic like the reference, so outputs compare
@@ -324,6 +339,7 @@ def _record(spec: dict, machine: dict, reference: dict, mine: dict, reference_ou
         "random_weights": spec["random_weights"],
         "ours_overrides": spec["overrides"],
         "ours_inference_mode": spec["inference_mode"],
+        "warmup": spec["warmup"],
         "reference": reference,
         "ours": mine,
         "ratios": {"time": time_ratio, "peak_rss": mine["peak_rss_mb"] / reference["peak_rss_mb"]},

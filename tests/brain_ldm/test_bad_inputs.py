@@ -27,6 +27,7 @@ BAD_VALUES = [
     pytest.param({"decode_mode": "tiles"}, "decode_mode='tiles' is not one of ['whole', 'split']", id="decode-mode"),
     pytest.param({"decode_splits": 0}, "decode_splits=0 must be a positive integer", id="decode-splits"),
     pytest.param({"x0_clip": 0}, "x0_clip=0 must be a positive number or null", id="x0-clip"),
+    pytest.param({"compile_networks": "yes"}, "compile_networks='yes' must be true or false", id="compile-flag"),
     pytest.param(
         {"seed": 2**32 - 1, "n_samples": 2}, "seed=4294967295 with 2 sample(s) reaches seed 4294967296", id="seed-span"
     ),

@@ -116,6 +116,18 @@ def test_split_decoding_and_the_dpm_solver_through_the_bundle(sampling_overrides
     np.testing.assert_allclose(volumes["split"], volumes["whole"], rtol=0, atol=1e-4)
 
 
+def test_compiled_networks_write_the_brain_eager_networks_write(sampling_overrides: dict, tmp_path: Path) -> None:
+    volumes = {}
+    for compiled in (False, True):
+        out = tmp_path / str(compiled)
+        run_bundle(
+            BUNDLE, "inference.json", {**sampling_overrides, "output_dir": str(out), "compile_networks": compiled}
+        )
+        volumes[compiled] = _volume(out / "sample_000000.nii.gz")
+    assert 0.0 < float(volumes[False].std())
+    np.testing.assert_allclose(volumes[True], volumes[False], rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("solver", ["ddim", "dpmpp_2m"])
 def test_x0_clip_bounds_the_sampled_latent_and_is_recorded(
     sampling_overrides: dict, tmp_path: Path, solver: str

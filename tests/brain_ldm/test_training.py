@@ -66,3 +66,56 @@ def test_stopped_training_resumes_from_its_checkpoint(config: str, brain_cohort:
     state = _trainer_state(run_dir / "checkpoints", 2)
     assert state["max_epochs"] == 2
     assert state["iteration"] == 2 * iterations_per_epoch == 2 * state["epoch_length"]
+
+
+def test_cached_latents_train_the_weights_that_encoding_every_batch_trains(
+    brain_cohort: Path, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    overrides = tiny_diffusion_training(brain_cohort, tmp_path / "run", models)
+    run_bundle(BUNDLE, "train_diffusion.json", {**overrides, "cache_latents": False})
+    # the online weights, not the EMA export (which barely leaves its start in two epochs); one iteration's
+    # update is about the learning rate, 1e-4, so a different draw of any latent would show far above 1e-5
+    checkpoint = "checkpoints/checkpoint_epoch=2.pt"
+    encoded_every_batch = torch.load(tmp_path / "run" / checkpoint, weights_only=True)["diffusion"]
+    cached = torch.load(trained["diffusion_run"] / checkpoint, weights_only=True)["diffusion"]  # cache_latents true
+    assert encoded_every_batch.keys() == cached.keys()
+    for key, value in cached.items():
+        torch.testing.assert_close(value, encoded_every_batch[key], rtol=0, atol=1e-5)
+    assert json.loads((models / "latent_stats.json").read_text())["scale_factor"] == pytest.approx(
+        json.loads((trained["models"] / "latent_stats.json").read_text())["scale_factor"], rel=1e-5
+    )
+
+
+def test_init_diffusion_path_starts_training_from_the_given_weights(
+    brain_cohort: Path, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    start = trained["models"] / "model.pt"
+    overrides = {
+        **tiny_diffusion_training(brain_cohort, tmp_path / "run", models, max_epochs=1),
+        "init_diffusion_path": str(start),
+        "learning_rate": 0.0,  # no update: the exported moving average must be the starting weights
+    }
+    run_bundle(BUNDLE, "train_diffusion.json", overrides)
+    exported = torch.load(models / "model.pt", weights_only=True)
+    for key, value in torch.load(start, weights_only=True).items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=1e-6)
+
+
+def test_a_missing_init_diffusion_path_stops_training_before_work(
+    brain_cohort: Path, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    missing = tmp_path / "no_such_model.pt"
+    overrides = {**tiny_diffusion_training(brain_cohort, tmp_path / "run", models), "init_diffusion_path": str(missing)}
+    result = run_bundle(BUNDLE, "train_diffusion.json", overrides, check=False)
+    assert result.returncode != 0
+    assert f"init_diffusion_path: weights file {missing} does not exist" in result.stderr
+    assert not (models / "model.pt").exists() and not (tmp_path / "run" / "checkpoints").exists()

@@ -12,6 +12,7 @@ from monai.networks.schedulers import DDIMScheduler
 
 from bundle_runtime.latent_diffusion import (
     ConditionalLatentSampler,
+    EncodePosteriord,
     LatentDiffusionPrepareBatch,
     compute_scale_factor,
     condition_inputs,
@@ -39,6 +40,50 @@ def test_condition_enters_as_channels_and_context() -> None:
     x_only, kwargs_only = condition_inputs(latent, condition, concat=False)
     assert x_only.shape == latent.shape and "context" in kwargs_only
     assert condition_inputs(latent, None) == (latent, {})
+
+
+def test_stored_posteriors_give_the_same_training_batch_as_encoding(autoencoder: AutoencoderKL) -> None:
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    images = torch.rand(2, 1, 8, 8, 8)
+    encode = EncodePosteriord(autoencoder, image_key="image")
+    items = [encode({"image": image}) for image in images]
+    assert items[0]["posterior"].shape == (2, 3, 4, 4, 4)
+    posterior = torch.stack([item["posterior"] for item in items])
+    condition = torch.rand(2, 4)
+    prepare = LatentDiffusionPrepareBatch(autoencoder, scheduler, scale_factor=0.5)
+    torch.manual_seed(5)
+    encoded = prepare({"image": images, "condition": condition})
+    torch.manual_seed(5)
+    stored = prepare({"image": images * 0, "posterior": posterior, "condition": condition})  # images unused
+    torch.testing.assert_close(stored[0], encoded[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(stored[1], encoded[1], rtol=0, atol=0)
+    assert torch.equal(stored[3]["timesteps"], encoded[3]["timesteps"])
+    torch.manual_seed(5)
+    factor_stored = compute_scale_factor(autoencoder, [{"posterior": posterior}])
+    torch.manual_seed(5)
+    assert compute_scale_factor(autoencoder, [{"image": images}]) == pytest.approx(factor_stored, rel=1e-5)
+
+
+def test_cache_dataset_encodes_each_image_once(autoencoder: AutoencoderKL) -> None:
+    from monai.data import CacheDataset, DataLoader
+    from monai.transforms import Compose
+
+    calls = []
+    hook = autoencoder.encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        data = [{"image": torch.rand(1, 8, 8, 8)} for _ in range(3)]
+        dataset = CacheDataset(data, Compose([EncodePosteriord(autoencoder)]), progress=False)
+        for _epoch in range(2):
+            for batch in DataLoader(dataset, batch_size=2):
+                assert batch["posterior"].shape[1:] == (2, 3, 4, 4, 4)
+    finally:
+        hook.remove()
+    assert calls == [1, 1, 1]
+
+
+def test_encode_posterior_names_a_missing_image(autoencoder: AutoencoderKL) -> None:
+    with pytest.raises(KeyError, match="'image'"):
+        EncodePosteriord(autoencoder)({"label": torch.rand(1, 8, 8, 8)})
 
 
 def test_prepare_batch_noises_the_scaled_latent(autoencoder: AutoencoderKL) -> None:

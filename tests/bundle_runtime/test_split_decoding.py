@@ -65,6 +65,14 @@ def test_whole_mode_is_the_autoencoders_own_decode():
     assert isinstance(select_decoder(network, "split", 4), SplitDecoder)
 
 
+def test_compile_wraps_the_whole_decode_and_leaves_the_slab_loop_eager():
+    network = autoencoder("demo")
+    compiled = select_decoder(network, "whole", compile_whole=True)
+    assert compiled != network.decode_stage_2_outputs
+    assert getattr(compiled, "_torchdynamo_orig_callable", None) is not None  # what torch.compile returns
+    assert isinstance(select_decoder(network, "split", 4, compile_whole=True), SplitDecoder)
+
+
 def test_unsupported_decoders_and_bad_arguments_are_named():
     with pytest.raises(ValueError, match="decoder block .*SpatialAttentionBlock.*decode_mode 'whole'"):
         SplitDecoder(autoencoder("demo", with_decoder_nonlocal_attn=True))

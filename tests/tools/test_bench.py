@@ -50,6 +50,13 @@ def test_the_bench_sees_a_different_solver_as_a_different_latent(tmp_path: Path)
     assert record["max_abs_diff"]["latent"] > 1e-3 and record["ours_overrides"]["solver"] == "dpmpp_2m"
 
 
+def test_a_warmed_up_compiled_unet_and_decoder_match_the_eager_reference(tmp_path: Path):
+    record = run_bench(tmp_path, "brain_ldm", TINY_LDM, ours={"compile_networks": True}, warmup=True)
+    assert record["warmup"] is True and record["ours_overrides"]["compile_networks"] is True
+    assert all(record[side]["warmup_seconds"] > 0 for side in ("reference", "ours"))
+    assert record["max_abs_diff"]["latent"] <= 1e-4 and record["max_abs_diff"]["image"] <= 1e-4
+
+
 def test_tof_bench_reports_patches_per_second_and_parity(tmp_path: Path):
     record = run_bench(tmp_path, "tof_mra_vessel_gan", TINY_TOF)
     assert_record_fields(record, "tof_mra_vessel_gan")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.networks.schedulers import Scheduler
+from monai.transforms import Transform
 
 from .atomic_io import write_json
 from .checks import check_flag
@@ -27,11 +28,13 @@ from .seeding import seeded_generator
 
 __all__ = [
     "ConditionalLatentSampler",
+    "EncodePosteriord",
     "SamplePreviewHandler",
     "LatentDiffusionPrepareBatch",
     "compute_scale_factor",
     "condition_inputs",
     "read_scale_factor",
+    "sample_posterior",
     "write_latent_stats",
 ]
 
@@ -56,6 +59,44 @@ def condition_inputs(
     return latent, kwargs
 
 
+def sample_posterior(posterior: torch.Tensor) -> torch.Tensor:
+    """A latent drawn from a (B, 2, C, *S) stack of posterior means and standard deviations.
+
+    The same draw as ``AutoencoderKL.encode_stage_2_inputs`` (mean + std * N(0, 1)), without the encoder.
+    """
+    return posterior[:, 0] + posterior[:, 1] * torch.randn_like(posterior[:, 1])
+
+
+class EncodePosteriord(Transform):
+    """Stores each image's posterior under the frozen encoder, so a cached dataset encodes every image once.
+
+    MONAI has no transform that runs a network. The diffusion training otherwise re-encodes each batch
+    (about 40 % of an iteration for the demo brain model on CPU); this keeps the mean and standard deviation
+    as a (2, C, *S) tensor under ``posterior_key`` and the PrepareBatch draws a fresh latent from them, which
+    is the same distribution. It is a MONAI ``Transform`` and deterministic, so ``CacheDataset`` caches its result when it
+    follows every random transform.
+    """
+
+    def __init__(
+        self, autoencoder: torch.nn.Module, image_key: str = "image", posterior_key: str = "posterior"
+    ) -> None:
+        self.autoencoder = autoencoder
+        self.image_key = image_key
+        self.posterior_key = posterior_key
+
+    @torch.no_grad()
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        item = dict(data)
+        if self.image_key not in item:
+            raise KeyError(f"EncodePosteriord: the item has no {self.image_key!r} (keys: {sorted(item)})")
+        self.autoencoder.eval()
+        device = next(self.autoencoder.parameters()).device
+        image = torch.as_tensor(item[self.image_key]).to(device=device, dtype=torch.float32)
+        mean, std = self.autoencoder.encode(image.unsqueeze(0))
+        item[self.posterior_key] = torch.stack([mean[0], std[0]]).cpu()
+        return item
+
+
 class LatentDiffusionPrepareBatch(PrepareBatch):
     """Turns an image batch into a (noisy latent + condition, noise) pair for ``SupervisedTrainer``.
 
@@ -74,6 +115,8 @@ class LatentDiffusionPrepareBatch(PrepareBatch):
         concat_condition: feed the condition as extra input channels.
         cross_attention_condition: feed the condition as a (B, 1, K) cross-attention context.
         image_key: batch key of the images.
+        posterior_key: batch key of posteriors stored by :class:`EncodePosteriord`; a batch that holds it is
+            not encoded again.
     """
 
     def __init__(
@@ -87,6 +130,7 @@ class LatentDiffusionPrepareBatch(PrepareBatch):
         concat_condition: bool = True,
         cross_attention_condition: bool = True,
         image_key: str = "image",
+        posterior_key: str = "posterior",
     ) -> None:
         if not 0.0 <= condition_dropout_prob <= 1.0:
             raise ValueError(f"condition_dropout_prob={condition_dropout_prob!r} must be in [0, 1]")
@@ -101,6 +145,7 @@ class LatentDiffusionPrepareBatch(PrepareBatch):
         self.concat_condition = concat_condition
         self.cross_attention_condition = cross_attention_condition
         self.image_key = image_key
+        self.posterior_key = posterior_key
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -123,9 +168,16 @@ class LatentDiffusionPrepareBatch(PrepareBatch):
         non_blocking: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        images = batchdata[self.image_key] if isinstance(batchdata, Mapping) else default_prepare_batch(batchdata)[0]
-        images = torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
-        latent = self.encode(images)
+        if isinstance(batchdata, Mapping) and self.posterior_key in batchdata:
+            posterior = torch.as_tensor(batchdata[self.posterior_key])
+            latent = sample_posterior(posterior.to(device=device, non_blocking=non_blocking, **kwargs))
+            latent = latent * self.scale_factor
+        else:
+            images = (
+                batchdata[self.image_key] if isinstance(batchdata, Mapping) else default_prepare_batch(batchdata)[0]
+            )
+            images = torch.as_tensor(images).to(device=device, non_blocking=non_blocking, **kwargs)
+            latent = self.encode(images)
         noise = torch.randn_like(latent)
         timesteps = torch.randint(0, self.scheduler.num_train_timesteps, (latent.shape[0],), device=latent.device)
         noisy = self.scheduler.add_noise(original_samples=latent, noise=noise, timesteps=timesteps)
@@ -360,18 +412,23 @@ def compute_scale_factor(
     device: str | torch.device = "cpu",
     max_batches: int = 8,
     image_key: str = "image",
+    posterior_key: str = "posterior",
 ) -> float:
     """``1 / std`` of the autoencoder's latents over up to ``max_batches`` training batches.
 
     Rombach et al. scale latents to unit variance so the noise schedule fits them; the factor is a
-    property of the trained autoencoder and the data, so it is measured, not configured.
+    property of the trained autoencoder and the data, so it is measured, not configured. Batches that
+    carry stored posteriors (:class:`EncodePosteriord`) are sampled from them instead of encoded.
     """
     autoencoder.eval()
     total, total_sq, count = 0.0, 0.0, 0
     for index, batch in enumerate(batches):
         if index >= max_batches:
             break
-        latent = autoencoder.encode_stage_2_inputs(torch.as_tensor(batch[image_key]).to(device)).double()
+        if posterior_key in batch:
+            latent = sample_posterior(torch.as_tensor(batch[posterior_key]).to(device)).double()
+        else:
+            latent = autoencoder.encode_stage_2_inputs(torch.as_tensor(batch[image_key]).to(device)).double()
         total += float(latent.sum())
         total_sq += float((latent**2).sum())
         count += latent.numel()

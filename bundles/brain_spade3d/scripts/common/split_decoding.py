@@ -285,13 +285,19 @@ class ChannelsLastDecode:
 
 
 def select_decoder(
-    autoencoder: torch.nn.Module, decode_mode: str = "whole", decode_splits: int = 16, channels_last: bool = False
+    autoencoder: torch.nn.Module,
+    decode_mode: str = "whole",
+    decode_splits: int = 16,
+    channels_last: bool = False,
+    compile_whole: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The latent -> image callable for the ``inference.json`` keys ``decode_mode`` and ``decode_channels_last``.
 
     ``"whole"`` is ``autoencoder.decode_stage_2_outputs``; ``"split"`` the exact slab-wise
     :class:`SplitDecoder` with ``decode_splits`` slabs at full resolution. ``channels_last`` runs a
-    3-D whole decode in the channels-last memory format.
+    3-D whole decode in the channels-last memory format. ``compile_whole`` (``compile_networks``) wraps a
+    whole decode in ``torch.compile``; the split decode's slab loop stays eager, since tracing it would
+    unroll every slab into one graph.
     """
     if decode_mode not in DECODE_MODES:
         raise ValueError(f"decode_mode={decode_mode!r} must be one of {DECODE_MODES}")
@@ -299,6 +305,7 @@ def select_decoder(
         if channels_last:
             raise ValueError("decode_channels_last applies to decode_mode 'whole' only")
         return SplitDecoder(autoencoder, decode_splits)
+    decode = autoencoder.decode_stage_2_outputs
     if channels_last:
-        return ChannelsLastDecode(autoencoder, autoencoder.decode_stage_2_outputs)
-    return autoencoder.decode_stage_2_outputs
+        decode = ChannelsLastDecode(autoencoder, decode)
+    return torch.compile(decode) if compile_whole else decode
