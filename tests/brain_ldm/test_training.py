@@ -44,6 +44,14 @@ def test_diffusion_training_exports_weights_scale_factor_and_preview(trained: di
     assert list((trained["diffusion_run"] / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def _models_with_the_trained_autoencoder(trained: dict[str, Path], tmp_path: Path) -> Path:
+    """A fresh models folder holding the session's tiny autoencoder, for a diffusion training of its own."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    return models
+
+
 def _trainer_state(ckpt_dir: Path, epoch: int) -> dict:
     return torch.load(ckpt_dir / f"checkpoint_epoch={epoch}.pt", weights_only=True)["trainer"]
 
@@ -71,9 +79,7 @@ def test_stopped_training_resumes_from_its_checkpoint(config: str, brain_cohort:
 def test_cached_latents_train_the_weights_that_encoding_every_batch_trains(
     brain_cohort: Path, trained: dict[str, Path], tmp_path: Path
 ) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    models = _models_with_the_trained_autoencoder(trained, tmp_path)
     overrides = tiny_diffusion_training(brain_cohort, tmp_path / "run", models)
     run_bundle(BUNDLE, "train_diffusion.json", {**overrides, "cache_latents": False})
     # the online weights, not the EMA export (which barely leaves its start in two epochs); one iteration's
@@ -92,9 +98,7 @@ def test_cached_latents_train_the_weights_that_encoding_every_batch_trains(
 def test_init_diffusion_path_starts_training_from_the_given_weights(
     brain_cohort: Path, trained: dict[str, Path], tmp_path: Path
 ) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    models = _models_with_the_trained_autoencoder(trained, tmp_path)
     start = trained["models"] / "model.pt"
     overrides = {
         **tiny_diffusion_training(brain_cohort, tmp_path / "run", models, max_epochs=1),
@@ -110,9 +114,7 @@ def test_init_diffusion_path_starts_training_from_the_given_weights(
 def test_a_missing_init_diffusion_path_stops_training_before_work(
     brain_cohort: Path, trained: dict[str, Path], tmp_path: Path
 ) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "autoencoder.pt").write_bytes((trained["models"] / "autoencoder.pt").read_bytes())
+    models = _models_with_the_trained_autoencoder(trained, tmp_path)
     missing = tmp_path / "no_such_model.pt"
     overrides = {**tiny_diffusion_training(brain_cohort, tmp_path / "run", models), "init_diffusion_path": str(missing)}
     result = run_bundle(BUNDLE, "train_diffusion.json", overrides, check=False)
