@@ -121,19 +121,28 @@ def _brain_decode(parser: Any, bundle: str, networks: dict, latent: torch.Tensor
     image = decode(latent)
     if bundle == "brain_spade3d":
         contrasts = parser.get_parsed_content("contrasts_available")
-        code = torch.zeros(1, len(contrasts), *image.shape[2:])
+        code = torch.zeros(image.shape[0], len(contrasts), *image.shape[2:])
         code[:, 0] = 1.0
-        style = torch.zeros(1, int(parser.get_parsed_content("generator_def#z_dim")))
+        style = torch.zeros(image.shape[0], int(parser.get_parsed_content("generator_def#z_dim")))
         image = networks["generator"].decode(torch.cat([torch.softmax(image, dim=1), code], dim=1), style)
     return image
 
 
-def _run_brain(parser: Any, bundle: str, networks: dict, side: str, steps: int, part: str, warmup: bool) -> dict:
+def _run_brain(
+    parser: Any, bundle: str, networks: dict, side: str, steps: int, part: str, warmup: bool, batch_size: int = 1
+) -> dict:
+    """Times the steps and the decode; ours may sample ``batch_size`` latents per call, its first is the compared one."""
     latent_shape = parser.get_parsed_content("latent_shape")
     noise = torch.randn((1, *latent_shape), generator=torch.Generator().manual_seed(0))
-    condition = _condition(parser, bundle)
+    if batch_size > 1:
+        others = torch.randn((batch_size - 1, *latent_shape), generator=torch.Generator().manual_seed(1))
+        noise = torch.cat([noise, others])
+    condition = _condition(parser, bundle).expand(batch_size, -1)
     scale = float(parser.get_parsed_content("scale_factor"))
-    result: dict[str, Any] = {"full_steps": int(parser.get_parsed_content("num_inference_steps"))}
+    result: dict[str, Any] = {
+        "full_steps": int(parser.get_parsed_content("num_inference_steps")),
+        "batch_size": batch_size,
+    }
 
     def denoise(count: int) -> torch.Tensor:
         if part != "sample":
@@ -155,14 +164,14 @@ def _run_brain(parser: Any, bundle: str, networks: dict, side: str, steps: int, 
     image = _brain_decode(parser, bundle, networks, latent / scale, side)
     decode_time = time.perf_counter() - start
     timed_steps = steps if part == "sample" else 0
-    per_step = step_time / timed_steps if timed_steps else 0.0
-    result.update(
+    per_step = step_time / timed_steps / batch_size if timed_steps else 0.0
+    result.update(  # per sample: a batch's step and decode times divided by its size
         timed_steps=timed_steps,
         seconds_per_step=per_step,
-        decode_seconds=decode_time,
-        seconds_per_sample=per_step * result["full_steps"] + decode_time,
+        decode_seconds=decode_time / batch_size,
+        seconds_per_sample=per_step * result["full_steps"] + decode_time / batch_size,
     )
-    return result | {"outputs": {"latent": latent, "image": image}}
+    return result | {"outputs": {"latent": latent[:1], "image": image[:1]}}
 
 
 def _run_tof(parser: Any, networks: dict, side: str, steps: int) -> dict:
@@ -184,7 +193,7 @@ def _run_tof(parser: Any, networks: dict, side: str, steps: int) -> dict:
 
 def worker(spec: dict) -> None:
     """One side in this (fresh) process; writes its numbers as JSON and its outputs as a .pt file."""
-    torch.set_num_threads(int(spec["threads"]))
+    torch.set_num_threads(_threads(spec, spec["side"]))
     overrides = {**spec["both"], **(spec["overrides"] if spec["side"] == "ours" else {})}
     parser = _parser(spec["bundle"], spec["profile"], overrides)
     decode_only = spec["part"] == "decode" and spec["bundle"] == "brain_ldm"
@@ -194,13 +203,18 @@ def worker(spec: dict) -> None:
         if spec["bundle"] == "tof_mra_vessel_gan":
             result = _run_tof(parser, networks, spec["side"], spec["steps"])
         else:
+            batch_size = spec["batch_size"] if spec["side"] == "ours" else 1
             result = _run_brain(
-                parser, spec["bundle"], networks, spec["side"], spec["steps"], spec["part"], spec["warmup"]
+                parser, spec["bundle"], networks, spec["side"], spec["steps"], spec["part"], spec["warmup"], batch_size
             )
     outputs = {key: value.detach().clone() for key, value in result.pop("outputs").items()}
     torch.save(outputs, spec["outputs_path"])
     result.update(peak_rss_mb=_peak_rss_mb(), weights=used, bundle_version=parser.get_parsed_content("_meta_#version"))
     Path(spec["result_path"]).write_text(json.dumps(result))
+
+
+def _threads(spec: dict, side: str) -> int:
+    return int(spec["ours_threads"] if side == "ours" and spec.get("ours_threads") else spec["threads"])
 
 
 def _machine(threads: int) -> dict:
@@ -209,7 +223,7 @@ def _machine(threads: int) -> dict:
 
 def _side(spec: dict, side: str, folder: Path) -> tuple[dict, dict]:
     paths = {"result_path": str(folder / f"{side}.json"), "outputs_path": str(folder / f"{side}.pt")}
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONPATH=str(BUNDLES_DIR.parent))
+    env = dict(os.environ, OMP_NUM_THREADS=str(_threads(spec, side)), PYTHONPATH=str(BUNDLES_DIR.parent))
     command = [sys.executable, "-m", "tools.bench", json.dumps({**spec, **paths, "side": side})]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -251,6 +265,8 @@ def bench(
     weights: str | None = None,
     repeats: int = 1,
     warmup: bool = False,
+    batch_size: int = 1,
+    ours_threads: int | None = None,
 ) -> None:
     """Time the reference and ours, alternately, each in a fresh process, and write the comparison as JSON.
 
@@ -269,6 +285,9 @@ def bench(
         repeats: reference/ours pairs run alternately; each side keeps its fastest run (the machine is shared).
         warmup: both sides run one step and one decode untimed first (``warmup_seconds`` in the JSON), so that
             one-off work such as ``torch.compile``'s compilation is left out of the timing.
+        batch_size: (brain bundles) ours samples this many latents per UNet call and decodes them together; its
+            times are per sample and its first sample is the one compared with the reference (batch 1).
+        ours_threads: torch threads for ours only (the reference keeps ``threads``), to measure threads as a lever.
     """
     if bundle not in BUNDLES:
         raise ValueError(f"bundle={bundle!r} is not one of {list(BUNDLES)}")
@@ -276,7 +295,7 @@ def bench(
         raise ValueError(f"profile={profile!r}: brain_ldm has 'demo' and 'ukb', the others 'demo' only")
     if part not in PARTS:
         raise ValueError(f"part={part!r} is not one of {list(PARTS)}")
-    for name, value in (("steps", steps), ("repeats", repeats)):
+    for name, value in (("steps", steps), ("repeats", repeats), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
     for name, value in (("ours", ours), ("both", both)):
@@ -286,6 +305,12 @@ def bench(
     if weights not in ("shipped", "random") or (profile == "ukb" and weights == "shipped"):
         raise ValueError(f"weights={weights!r} must be 'shipped' or 'random' (ukb: 'random')")
     threads = int(threads or os.environ.get("OMP_NUM_THREADS", 1))
+    if ours_threads is not None and (
+        isinstance(ours_threads, bool) or not isinstance(ours_threads, int) or ours_threads < 1
+    ):
+        raise ValueError(f"ours_threads={ours_threads!r} must be a positive integer")
+    if batch_size > 1 and bundle == "tof_mra_vessel_gan":
+        raise ValueError("batch_size is for the brain bundles: tof's throughput already uses its config's batch_size")
     spec = {
         "bundle": bundle,
         "profile": profile,
@@ -295,6 +320,8 @@ def bench(
         "inference_mode": bool(inference_mode),
         "warmup": bool(warmup),
         "random_weights": weights == "random",
+        "batch_size": batch_size,
+        "ours_threads": ours_threads,
         "both": dict(both or {}),
         "overrides": {"ddim_eta": 0.0, **(ours or {})},  # deterministic like the reference, so outputs compare
     }
@@ -340,6 +367,8 @@ def _record(spec: dict, machine: dict, reference: dict, mine: dict, reference_ou
         "ours_overrides": spec["overrides"],
         "ours_inference_mode": spec["inference_mode"],
         "warmup": spec["warmup"],
+        "ours_batch_size": spec["batch_size"],
+        "ours_threads": _threads(spec, "ours"),
         "reference": reference,
         "ours": mine,
         "ratios": {"time": time_ratio, "peak_rss": mine["peak_rss_mb"] / reference["peak_rss_mb"]},

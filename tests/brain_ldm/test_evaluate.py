@@ -34,8 +34,9 @@ def _evaluate(brain_cohort: Path, sampling_overrides: dict, out: Path, **extra) 
 
 
 def test_evaluation_report(brain_cohort: Path, sampling_overrides: dict, tmp_path: Path) -> None:
-    report = _evaluate(brain_cohort, sampling_overrides, tmp_path / "eval")
+    report = _evaluate(brain_cohort, sampling_overrides, tmp_path / "eval", guidance_scale=1.5)
     assert report["n_reference"] == 2 and report["n_generated"] == 2 and report["machine"]
+    assert report["guidance_scale"] == 1.5  # a report says how its samples were guided
     for key in ("diversity_generated", "diversity_real"):
         assert report[key]["pairs"] == 1
         assert -1.0 <= report[key]["ms_ssim"] <= 1.0 and -1.0 <= report[key]["four_g_r_ssim"] <= 1.0

@@ -60,3 +60,13 @@ def test_a_nan_loss_stops_training_and_keeps_the_shipped_weights(brain_cohort: P
     assert "non-finite loss" in log and "at epoch 1, iteration 1; batch items: [" in log and str(broken) in log
     assert (models / "autoencoder.pt").read_bytes() == b"shipped weights"
     assert not list((tmp_path / "run" / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.parametrize("flag", ["cache_latents", "use_ema"])
+def test_a_training_flag_given_as_a_string_stops_before_work(flag: str, brain_cohort: Path, tmp_path: Path) -> None:
+    """``bool("false")`` is True: a switch written as a string must be refused, not read as on."""
+    overrides = {**tiny_diffusion_training(brain_cohort, tmp_path / "run", tmp_path / "models"), flag: "false"}
+    result = run_bundle(BUNDLE, "train_diffusion.json", overrides, check=False)
+    assert result.returncode != 0
+    assert f"{flag}='false' must be true or false" in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "models" / "model.pt").exists()

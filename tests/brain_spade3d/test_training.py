@@ -114,3 +114,35 @@ def test_training_can_start_from_given_weights(config: str, spade_trained: dict,
 
     missing = run_bundle(BUNDLE, config, {**overrides, option: str(tmp_path / "absent.pt")}, check=False)
     assert missing.returncode != 0 and option in missing.stderr and "absent.pt" in missing.stderr
+
+
+def _label_diffusion_run(spade_trained: dict, spade_cohort, folder, **options) -> dict:
+    """A two-epoch label diffusion run of its own (models copied from the session's), and its online weights."""
+    models = folder / "models"
+    shutil.copytree(spade_trained["models"], models)
+    overrides = training_overrides("train_label_diffusion.json", spade_cohort, folder / "run", models, max_epochs=2)
+    run_bundle(BUNDLE, "train_label_diffusion.json", {**overrides, **options})
+    return torch.load(folder / "run" / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)["diffusion"]
+
+
+def test_cached_latents_with_mirroring_train_the_weights_that_flipping_and_encoding_trains(
+    spade_trained: dict, spade_cohort, tmp_path
+) -> None:
+    """The cache encodes each label map and its mirror once; the flip then picks one, drawing as RandFlipd did."""
+    cached = _label_diffusion_run(spade_trained, spade_cohort, tmp_path / "cached", cache_latents=True)
+    encoded = _label_diffusion_run(spade_trained, spade_cohort, tmp_path / "encoded", cache_latents=False)
+    unflipped = _label_diffusion_run(spade_trained, spade_cohort, tmp_path / "unflipped", flip_prob=0.0)
+    # one AdamW step moves a weight by about the learning rate, 1e-4: another draw or flip would show above 1e-5
+    for key, value in cached.items():
+        torch.testing.assert_close(value, encoded[key], rtol=0, atol=1e-5)
+    assert max((value - unflipped[key]).abs().max().item() for key, value in cached.items()) > 1e-5
+
+
+def test_a_training_flag_given_as_a_string_stops_before_work(spade_trained: dict, spade_cohort, tmp_path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(spade_trained["models"], models)
+    overrides = training_overrides("train_label_diffusion.json", spade_cohort, tmp_path / "run", models, max_epochs=1)
+    result = run_bundle(BUNDLE, "train_label_diffusion.json", {**overrides, "cache_latents": "false"}, check=False)
+    assert result.returncode != 0
+    assert "cache_latents='false' must be true or false" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

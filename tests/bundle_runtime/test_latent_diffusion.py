@@ -14,6 +14,7 @@ from bundle_runtime.latent_diffusion import (
     ConditionalLatentSampler,
     EncodePosteriord,
     LatentDiffusionPrepareBatch,
+    RandPosteriorFlipd,
     compute_scale_factor,
     condition_inputs,
     read_scale_factor,
@@ -84,6 +85,32 @@ def test_cache_dataset_encodes_each_image_once(autoencoder: AutoencoderKL) -> No
 def test_encode_posterior_names_a_missing_image(autoencoder: AutoencoderKL) -> None:
     with pytest.raises(KeyError, match="'image'"):
         EncodePosteriord(autoencoder)({"label": torch.rand(1, 8, 8, 8)})
+
+
+def test_flip_axis_stores_the_mirror_images_posterior(autoencoder: AutoencoderKL) -> None:
+    image = torch.rand(1, 8, 8, 8)
+    item = EncodePosteriord(autoencoder, flip_axis=0)({"image": image})
+    mirrored = EncodePosteriord(autoencoder)({"image": image.flip(1)})["posterior"]
+    torch.testing.assert_close(item["posterior_flipped"], mirrored, rtol=0, atol=0)
+    assert not torch.allclose(item["posterior"], mirrored, atol=1e-3)  # a random image is not symmetric
+    with pytest.raises(ValueError, match="flip_axis=3"):
+        EncodePosteriord(autoencoder, flip_axis=3)({"image": image})
+
+
+def test_rand_posterior_flip_picks_the_mirror_with_its_probability(autoencoder: AutoencoderKL) -> None:
+    item = EncodePosteriord(autoencoder, flip_axis=0)({"image": torch.rand(1, 8, 8, 8)})
+    flipped = RandPosteriorFlipd(prob=1.0)(item)
+    kept = RandPosteriorFlipd(prob=0.0)(item)
+    assert "posterior_flipped" not in flipped and "posterior_flipped" not in kept  # batches collate one key
+    assert torch.equal(flipped["posterior"], item["posterior_flipped"])
+    assert torch.equal(kept["posterior"], item["posterior"])
+    assert "posterior_flipped" in item  # the cached item is not changed
+    half = RandPosteriorFlipd(prob=0.5)
+    half.set_random_state(seed=0)
+    picks = [torch.equal(half(item)["posterior"], item["posterior_flipped"]) for _ in range(200)]
+    assert 70 < sum(picks) < 130
+    with pytest.raises(KeyError, match="posterior_flipped"):
+        RandPosteriorFlipd()({"posterior": item["posterior"]})
 
 
 def test_prepare_batch_noises_the_scaled_latent(autoencoder: AutoencoderKL) -> None:

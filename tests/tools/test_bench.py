@@ -57,6 +57,17 @@ def test_a_warmed_up_compiled_unet_and_decoder_match_the_eager_reference(tmp_pat
     assert record["max_abs_diff"]["latent"] <= 1e-4 and record["max_abs_diff"]["image"] <= 1e-4
 
 
+@pytest.mark.parametrize(("bundle", "tiny"), [("brain_ldm", TINY_LDM), ("brain_spade3d", TINY_SPADE)])
+def test_a_batched_first_sample_matches_the_reference_sampled_alone(tmp_path: Path, bundle: str, tiny: dict):
+    record = run_bench(tmp_path, bundle, tiny, batch_size=3, ours_threads=2)
+    assert record["ours_batch_size"] == 3 and record["ours"]["batch_size"] == 3
+    assert record["reference"]["batch_size"] == 1
+    assert record["ours_threads"] == 2 and record["machine"]["torch_threads"] == 1
+    numbers = record["ours"]  # per sample: the batch's times divided by 3
+    assert numbers["seconds_per_sample"] == pytest.approx(3 * numbers["seconds_per_step"] + numbers["decode_seconds"])
+    assert record["max_abs_diff"]["latent"] <= 1e-5 and record["max_abs_diff"]["image"] <= 1e-4
+
+
 def test_tof_bench_reports_patches_per_second_and_parity(tmp_path: Path):
     record = run_bench(tmp_path, "tof_mra_vessel_gan", TINY_TOF)
     assert_record_fields(record, "tof_mra_vessel_gan")
@@ -70,6 +81,9 @@ def test_the_command_line_refuses_bad_arguments_before_any_work(tmp_path: Path):
         (["bench", "tof_mra_vessel_gan", "--profile", "ukb"], "profile='ukb'"),
         (["bench", "brain_ldm", "--steps", "0"], "steps=0"),
         (["bench", "brain_ldm", "--part", "unet"], "part='unet'"),
+        (["bench", "brain_ldm", "--batch_size", "0"], "batch_size=0"),
+        (["bench", "brain_ldm", "--ours_threads", "0"], "ours_threads=0"),
+        (["bench", "tof_mra_vessel_gan", "--batch_size", "2"], "batch_size is for the brain bundles"),
     ]:
         done = subprocess.run(
             [sys.executable, "-m", "tools", *arguments, "--out", str(tmp_path / "x.json")],

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.networks.schedulers import Scheduler
-from monai.transforms import Transform
+from monai.transforms import RandomizableTransform, Transform
 
 from .atomic_io import write_json
 from .checks import check_flag
@@ -74,15 +74,26 @@ class EncodePosteriord(Transform):
     (about 40 % of an iteration for the demo brain model on CPU); this keeps the mean and standard deviation
     as a (2, C, *S) tensor under ``posterior_key`` and the PrepareBatch draws a fresh latent from them, which
     is the same distribution. It is a MONAI ``Transform`` and deterministic, so ``CacheDataset`` caches its result when it
-    follows every random transform.
+    follows every random transform. A random flip would sit before it and defeat the cache, so ``flip_axis``
+    (a spatial axis, as ``RandFlipd``'s) also stores the flipped image's posterior under
+    ``posterior_key + "_flipped"``, for :class:`RandPosteriorFlipd` to pick after the cache.
     """
 
     def __init__(
-        self, autoencoder: torch.nn.Module, image_key: str = "image", posterior_key: str = "posterior"
+        self,
+        autoencoder: torch.nn.Module,
+        image_key: str = "image",
+        posterior_key: str = "posterior",
+        flip_axis: int | None = None,
     ) -> None:
         self.autoencoder = autoencoder
         self.image_key = image_key
         self.posterior_key = posterior_key
+        self.flip_axis = flip_axis
+
+    def _posterior(self, image: torch.Tensor) -> torch.Tensor:
+        mean, std = self.autoencoder.encode(image.unsqueeze(0))
+        return torch.stack([mean[0], std[0]]).cpu()
 
     @torch.no_grad()
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,8 +103,39 @@ class EncodePosteriord(Transform):
         self.autoencoder.eval()
         device = next(self.autoencoder.parameters()).device
         image = torch.as_tensor(item[self.image_key]).to(device=device, dtype=torch.float32)
-        mean, std = self.autoencoder.encode(image.unsqueeze(0))
-        item[self.posterior_key] = torch.stack([mean[0], std[0]]).cpu()
+        item[self.posterior_key] = self._posterior(image)
+        if self.flip_axis is not None:
+            if not 0 <= self.flip_axis < image.ndim - 1:
+                raise ValueError(
+                    f"EncodePosteriord: flip_axis={self.flip_axis!r} is not a spatial axis of {self.image_key!r}"
+                )
+            item[self.posterior_key + "_flipped"] = self._posterior(image.flip(self.flip_axis + 1))
+        return item
+
+
+class RandPosteriorFlipd(RandomizableTransform):
+    """With probability ``prob``, the item's posterior becomes that of its flipped image.
+
+    MONAI's ``RandFlipd`` flips the image before encoding, which forces an encoder pass per iteration; picking a
+    posterior stored by :class:`EncodePosteriord` (``flip_axis``) gives the same augmentation from the cache.
+    The flipped copy is removed either way, so every item of a batch has the same keys.
+    """
+
+    def __init__(self, prob: float = 0.5, posterior_key: str = "posterior") -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.posterior_key = posterior_key
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        item = dict(data)
+        flipped_key = self.posterior_key + "_flipped"
+        if flipped_key not in item:
+            raise KeyError(
+                f"RandPosteriorFlipd: the item has no {flipped_key!r}; EncodePosteriord needs flip_axis (keys: {sorted(item)})"
+            )
+        self.randomize(None)
+        flipped = item.pop(flipped_key)
+        if self._do_transform:
+            item[self.posterior_key] = flipped
         return item
 
 
