@@ -81,6 +81,14 @@ def check_optional_positive_number(name: str, value: Any) -> float | None:
     return None if value is None else _check_number(name, value, 0.0, False, "positive number or null")
 
 
+def check_probability(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1]: MONAI's random transforms clip a probability silently, so 1.5 would read as 1."""
+    probability = _check_number(name, value, 0.0, True, "probability in [0, 1]")
+    if probability > 1.0:
+        raise ValueError(f"{name}={value!r} must be a probability in [0, 1]")
+    return probability
+
+
 def check_non_negative_number(name: str, value: Any) -> float:
     """``value`` as a finite float >= 0, e.g. a width where 0 means "off" (booleans and strings are refused)."""
     return _check_number(name, value, 0.0, True, "non-negative number")

@@ -295,7 +295,10 @@ def bench(
         raise ValueError(f"profile={profile!r}: brain_ldm has 'demo' and 'ukb', the others 'demo' only")
     if part not in PARTS:
         raise ValueError(f"part={part!r} is not one of {list(PARTS)}")
-    for name, value in (("steps", steps), ("repeats", repeats), ("batch_size", batch_size)):
+    counts = {"steps": steps, "repeats": repeats, "batch_size": batch_size, "ours_threads": ours_threads}
+    for name, value in counts.items():
+        if name == "ours_threads" and value is None:  # unset: ours uses ``threads`` like the reference
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
     for name, value in (("ours", ours), ("both", both)):
@@ -305,10 +308,6 @@ def bench(
     if weights not in ("shipped", "random") or (profile == "ukb" and weights == "shipped"):
         raise ValueError(f"weights={weights!r} must be 'shipped' or 'random' (ukb: 'random')")
     threads = int(threads or os.environ.get("OMP_NUM_THREADS", 1))
-    if ours_threads is not None and (
-        isinstance(ours_threads, bool) or not isinstance(ours_threads, int) or ours_threads < 1
-    ):
-        raise ValueError(f"ours_threads={ours_threads!r} must be a positive integer")
     if batch_size > 1 and bundle == "tof_mra_vessel_gan":
         raise ValueError("batch_size is for the brain bundles: tof's throughput already uses its config's batch_size")
     spec = {

@@ -138,11 +138,20 @@ def test_cached_latents_with_mirroring_train_the_weights_that_flipping_and_encod
     assert max((value - unflipped[key]).abs().max().item() for key, value in cached.items()) > 1e-5
 
 
-def test_a_training_flag_given_as_a_string_stops_before_work(spade_trained: dict, spade_cohort, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"cache_latents": "false"}, "cache_latents='false' must be true or false"),
+        ({"flip_prob": 1.5}, "flip_prob=1.5 must be a probability in [0, 1]"),  # MONAI would clip it to 1 silently
+    ],
+)
+def test_a_bad_training_switch_stops_before_work(
+    option: dict, message: str, spade_trained: dict, spade_cohort, tmp_path
+) -> None:
     models = tmp_path / "models"
     shutil.copytree(spade_trained["models"], models)
     overrides = training_overrides("train_label_diffusion.json", spade_cohort, tmp_path / "run", models, max_epochs=1)
-    result = run_bundle(BUNDLE, "train_label_diffusion.json", {**overrides, "cache_latents": "false"}, check=False)
+    result = run_bundle(BUNDLE, "train_label_diffusion.json", {**overrides, **option}, check=False)
     assert result.returncode != 0
-    assert "cache_latents='false' must be true or false" in result.stderr
+    assert message in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()

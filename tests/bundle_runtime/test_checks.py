@@ -11,6 +11,7 @@ from bundle_runtime.checks import (
     check_non_negative_number,
     check_optional_positive_number,
     check_positive_int,
+    check_probability,
 )
 
 
@@ -59,3 +60,10 @@ def test_a_flag_passes_a_bool_and_refuses_what_bool_would_coerce():
     for value in ("false", 0, 1, None):  # bool("false") is True: a CLI string must not switch it on
         with pytest.raises(ValueError, match=r"^batch_guidance=.* must be true or false$"):
             check_flag("batch_guidance", value)
+
+
+def test_a_probability_passes_zero_to_one_and_refuses_the_rest_by_name():
+    assert check_probability("flip_prob", 0) == 0.0 and check_probability("flip_prob", 1) == 1.0
+    for value in (-0.1, 1.5, float("nan"), "0.5", True, None):
+        with pytest.raises(ValueError, match=r"^flip_prob=.* must be a probability in \[0, 1\]$"):
+            check_probability("flip_prob", value)
