@@ -113,6 +113,27 @@ def _reference_steps(parser: Any, networks: dict, noise: torch.Tensor, condition
     return latent
 
 
+def _condition_seconds(parser: Any, latent: torch.Tensor, condition: torch.Tensor, repeats: int = 50) -> float:
+    """Median seconds to build one step's UNet inputs from the condition, as both sides do at every step.
+
+    Building them once per sample instead would save at most this much per step (the latent must still be
+    concatenated), so it bounds the "conditions rebuilt every step" lever without a second code path.
+    """
+    from scripts.common.latent_diffusion import condition_inputs
+
+    concat = bool(parser.get("inferer#concat_condition", True))
+    vectors = [condition]
+    if float(parser.get_parsed_content("guidance_scale")) != 1.0:
+        vectors.append(torch.full_like(condition, float(parser.get_parsed_content("null_condition_value"))))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for vector in vectors:
+            condition_inputs(latent, vector, concat)
+        times.append(time.perf_counter() - start)
+    return float(sorted(times)[repeats // 2])
+
+
 def _brain_decode(parser: Any, bundle: str, networks: dict, latent: torch.Tensor, side: str) -> torch.Tensor:
     """Latent -> image: the whole decode (reference) or the configured decoder; SPADE adds the image stage."""
     autoencoder = networks["autoencoder"]
@@ -165,6 +186,8 @@ def _run_brain(
     decode_time = time.perf_counter() - start
     timed_steps = steps if part == "sample" else 0
     per_step = step_time / timed_steps / batch_size if timed_steps else 0.0
+    if timed_steps:
+        result["condition_seconds_per_step"] = _condition_seconds(parser, latent, condition) / batch_size
     result.update(  # per sample: a batch's step and decode times divided by its size
         timed_steps=timed_steps,
         seconds_per_step=per_step,
@@ -248,6 +271,8 @@ def _table(record: dict) -> str:
     lines += [f"{key:22}{record['reference'][key]:14.3f}{record['ours'][key]:14.3f}" for key in keys]
     lines += [f"{'ratio ' + k:22}{v:>28.3f}" for k, v in record["ratios"].items()]
     lines += [f"{'max abs diff ' + k:22}{v:>28.2e}" for k, v in record["max_abs_diff"].items()]
+    if "condition_share_of_step" in record:
+        lines.append(f"{'condition share/step':22}{record['condition_share_of_step']:>28.2e}")
     return "\n".join(lines + [record["note"]])
 
 
@@ -371,10 +396,18 @@ def _record(spec: dict, machine: dict, reference: dict, mine: dict, reference_ou
         "reference": reference,
         "ours": mine,
         "ratios": {"time": time_ratio, "peak_rss": mine["peak_rss_mb"] / reference["peak_rss_mb"]},
+        **_condition_share(reference),
         "max_abs_diff": diffs,
         "machine": machine,
         "note": note,
     }
+
+
+def _condition_share(reference: dict) -> dict:
+    """The reference step's share spent building condition inputs: the most that building them once could save."""
+    if not reference.get("condition_seconds_per_step") or not reference.get("seconds_per_step"):
+        return {}
+    return {"condition_share_of_step": reference["condition_seconds_per_step"] / reference["seconds_per_step"]}
 
 
 if __name__ == "__main__":

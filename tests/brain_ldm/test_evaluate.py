@@ -52,13 +52,25 @@ def test_evaluation_report(brain_cohort: Path, sampling_overrides: dict, tmp_pat
         assert "pearson_r" in sweep
         check = report["measurement_check_on_real_images"][name]
         assert len(check["measured_ml"]) == 2 and all(v > 0 for v in check["measured_ml"])
+    subjects = json.loads((brain_cohort / "datalist.json").read_text())["training"]  # the reference split here
+    at_subjects = report["conditioning_fidelity_at_reference_conditions"]
+    for column, name in ((2, "ventricular_vol"), (3, "brain_vol")):  # asked: each subject's own condition vector
+        assert at_subjects[name]["requested"] == pytest.approx([item["condition"][column] for item in subjects])
+        assert len(at_subjects[name]["measured_ml"]) == 2 and all(v >= 0 for v in at_subjects[name]["measured_ml"])
+    reconstructed = report["measurement_check_on_reconstructions"]  # the autoencoder's own ceiling
+    for name in ("ventricular_vol", "brain_vol"):
+        real_check = report["measurement_check_on_real_images"][name]
+        assert reconstructed[name]["normalised_truth"] == real_check["normalised_truth"]
+        assert len(reconstructed[name]["measured_ml"]) == 2
     same = report["same_condition_diversity"]
     assert same["n_samples"] == 2 and same["pairs"] == 1 and same["real_pairs"] == 1 and same["n_region_voxels"] > 0
     assert -1.0 <= same["mean_pairwise_r_generated"] <= 1.0 and -1.0 <= same["mean_pairwise_r_real"] <= 1.0
     spread = report["latent_spread"]
     assert spread["n_samples"] == 2 + 2 * 3 + 2  # reference-conditioned, two sweeps of three, same condition
     assert 0 < spread["min"] <= spread["mean"] <= spread["max"] and 0 <= spread["n_outside_tolerance"] <= 10
-    for png in ("conditioning_fidelity.png", "samples.png", "same_condition.png"):
+    measurement = report["measurement"]  # ventricles relative to the region's white matter, as calibrated
+    assert (measurement["ventricle_threshold"], measurement["ventricle_reference_percentile"]) == (0.75, 75.0)
+    for png in ("conditioning_fidelity.png", "samples.png", "same_condition.png", "ventricle_sweep.png"):
         with Image.open(tmp_path / "eval" / png) as image:
             assert image.width > 0 and image.height > 0
 
@@ -68,9 +80,17 @@ def test_fid_uses_a_local_feature_extractor(brain_cohort: Path, sampling_overrid
     path = tmp_path / "extractor.pt"
     torch.jit.trace(extractor, torch.rand(1, 1, 16, 24, 16)).save(str(path))
     report = _evaluate(
-        brain_cohort, sampling_overrides, tmp_path / "eval", fid_feature_extractor_path=str(path), fidelity_values=[0.5]
+        brain_cohort,
+        sampling_overrides,
+        tmp_path / "eval",
+        fid_feature_extractor_path=str(path),
+        fidelity_values=[0.5],
+        **{"evaluation#reconstruct": "$lambda image: image * 0"},  # a decoder that loses everything
     )
     assert math.isfinite(report["fid"]["value"]) and report["fid"]["feature_extractor"] == "extractor.pt"
+    # the reconstruction check measures what the reconstruction returns, not the real image
+    assert report["measurement_check_on_reconstructions"]["brain_vol"]["measured_ml"] == [0.0, 0.0]
+    assert all(v > 0 for v in report["measurement_check_on_real_images"]["brain_vol"]["measured_ml"])
 
 
 def test_masked_pearson_known_answers() -> None:

@@ -22,6 +22,30 @@ def test_volumes_count_the_dark_ventricle_and_bright_tissue_voxels() -> None:
         assert evaluation.brain_volume_ml(volume, csf_threshold=0.2, voxel_ml=0.064) == pytest.approx((216 - 9) * 0.064)
 
 
+def test_a_relative_ventricle_threshold_ignores_the_image_brightness() -> None:
+    with bundle_module("evaluation") as evaluation:
+        volume = np.full((6, 6, 6), 0.8)  # white matter
+        volume[1:3, 1:3, 1:3] = 0.3  # 8 CSF voxels inside the region
+        roi = np.zeros((6, 6, 6))
+        roi[0:4, 0:4, 0:4] = 1
+        darker = 0.5 * volume  # the same brain, half as bright (a global scale or a bias field)
+        relative = {
+            name: evaluation.ventricle_volume_ml(image, roi, 0.6, voxel_ml=1.0, reference_percentile=90)
+            for name, image in (("bright", volume), ("dark", darker))
+        }
+        absolute = {
+            name: evaluation.ventricle_volume_ml(image, roi, 0.5, voxel_ml=1.0)
+            for name, image in (("bright", volume), ("dark", darker))
+        }
+        with pytest.raises(ValueError, match="ventricle_roi is empty"):
+            evaluation.ventricle_volume_ml(volume, np.zeros_like(roi), 0.6, 1.0, reference_percentile=90)
+        for bad in (0, 101, "90", True):
+            with pytest.raises(ValueError, match="ventricle_reference_percentile"):
+                evaluation.check_percentile(bad)
+    assert relative == {"bright": 8.0, "dark": 8.0}  # 0.3 < 0.6 x 0.8 and 0.15 < 0.6 x 0.4
+    assert absolute == {"bright": 8.0, "dark": 64.0}  # a fixed 0.5 counts the darkened white matter as CSF
+
+
 def test_pearson_r_of_known_relations() -> None:
     with bundle_module("evaluation") as evaluation:
         assert evaluation.pearson_r([0.1, 0.5, 0.9], [10.0, 30.0, 50.0]) == pytest.approx(1.0)

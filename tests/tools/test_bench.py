@@ -41,6 +41,8 @@ def test_brain_bench_reports_times_memory_and_parity(tmp_path: Path, bundle: str
             3 * numbers["seconds_per_step"] + numbers["decode_seconds"]
         )
     assert "extrapolated" in record["note"]
+    assert all(record[side]["condition_seconds_per_step"] > 0 for side in ("reference", "ours"))
+    assert 0 < record["condition_share_of_step"] < 1  # building condition inputs is part of a step, not all of it
     assert set(record["max_abs_diff"]) == {"latent", "image"}
     assert record["max_abs_diff"]["latent"] <= 1e-5 and record["max_abs_diff"]["image"] <= 1e-4
 

@@ -74,6 +74,9 @@ def test_record_matches_the_shipped_version_and_weights(record_path: Path):
     if record.get("random_weights") is True:  # a benchmark of the architecture on seeded random weights
         assert not checked, f"{record_path} says random weights but names shipped ones"
         return
+    if record.get("uses_weights") is False:  # a measurement of data, e.g. a measure calibrated on real images
+        assert not list(_recorded_weights(record)), f"{record_path} says it uses no weights but names some"
+        return
     assert checked, f"{record_path} names none of the shipped weights with its sha256"
 
 

@@ -3,9 +3,11 @@
 Conditioning fidelity needs a segmentation of generated images. We use one simple enough to trust
 and check it on real images in the same run:
 
-* ventricular volume = voxels darker than ``csf_threshold`` inside the MNI ventricle region
-  (``resources/mni_ventricle_roi_4mm.nii.gz``, the demo cohort's generous mask around the lateral
-  and third ventricles), times the voxel volume;
+* ventricular volume = voxels inside the MNI ventricle region (``resources/mni_ventricle_roi_4mm.nii.gz``,
+  the demo cohort's generous mask around the lateral and third ventricles) darker than
+  ``ventricle_threshold`` times the region's ``ventricle_reference_percentile``-th intensity percentile
+  (the white matter around the ventricles), times the voxel volume; a relative threshold because an
+  image's overall brightness and bias field otherwise move the count;
 * brain volume = voxels at least ``csf_threshold`` bright anywhere in the field of view (the images
   are skull-stripped, so only grey and white matter are that bright), times the voxel volume.
 
@@ -33,10 +35,17 @@ from scripts.common.atomic_io import json_safe, write_json, write_png
 from scripts.common.feature_extractors import load_feature_extractor, pooled_features
 from scripts.common.image_similarity import four_gradient_region_ssim, pairwise_mean
 from scripts.common.latent_diffusion import ConditionalLatentSampler
-from scripts.common.previews import captioned, grid, scatter_panel, side_by_side, triplanar
+from scripts.common.previews import axial, captioned, grid, scatter_panel, side_by_side, triplanar
 from scripts.common.seeding import seeded_generator
 
-__all__ = ["GenerativeEvaluation", "brain_volume_ml", "masked_pearson", "pearson_r", "ventricle_volume_ml"]
+__all__ = [
+    "GenerativeEvaluation",
+    "brain_volume_ml",
+    "describe_ventricle_measure",
+    "masked_pearson",
+    "pearson_r",
+    "ventricle_volume_ml",
+]
 
 #: Conditions whose fidelity is measured on generated images.
 FIDELITY_CONDITIONS = ("ventricular_vol", "brain_vol")
@@ -46,9 +55,44 @@ LATENT_SPREAD_TOLERANCE = 0.2
 BRAIN_REGION_THRESHOLD = 0.1
 
 
-def ventricle_volume_ml(volume: np.ndarray, ventricle_roi: np.ndarray, csf_threshold: float, voxel_ml: float) -> float:
-    """CSF-dark voxels inside the ventricle region, in millilitres."""
-    return float(((volume < csf_threshold) & (ventricle_roi > 0)).sum() * voxel_ml)
+def ventricle_volume_ml(
+    volume: np.ndarray,
+    ventricle_roi: np.ndarray,
+    csf_threshold: float,
+    voxel_ml: float,
+    reference_percentile: float | None = None,
+) -> float:
+    """CSF-dark voxels inside the ventricle region, in millilitres.
+
+    With ``reference_percentile`` the threshold is a fraction of that percentile of the region's own
+    intensities (the white matter around the ventricles), so that an image's overall brightness and a
+    smooth bias field, which move a fixed threshold across the ventricle walls, cancel out.
+    """
+    region = ventricle_roi > 0
+    if reference_percentile is not None:
+        if not region.any():
+            raise ValueError("ventricle_roi is empty: a relative threshold needs the region's intensities")
+        csf_threshold = csf_threshold * float(np.percentile(volume[region], reference_percentile))
+    return float(((volume < csf_threshold) & region).sum() * voxel_ml)
+
+
+def describe_ventricle_measure(threshold: float, reference_percentile: float | None) -> str:
+    """How ventricles were measured, in words, for a report."""
+    if reference_percentile is None:
+        return f"voxels below {threshold} inside the MNI ventricle ROI"
+    return (
+        f"voxels darker than {threshold} x the {reference_percentile:g}th intensity percentile of the MNI "
+        "ventricle ROI (its white matter), inside that ROI"
+    )
+
+
+def check_percentile(value: float | None, name: str = "ventricle_reference_percentile") -> float | None:
+    """A percentile in (0, 100], or None; anything else is named before any sample is drawn."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+        raise ValueError(f"{name}={value!r} must be a number in (0, 100] or null")
+    return float(value)
 
 
 def brain_volume_ml(volume: np.ndarray, csf_threshold: float, voxel_ml: float) -> float:
@@ -91,7 +135,10 @@ class GenerativeEvaluation:
         output_dir: destination of ``metrics.json``, ``conditioning_fidelity.png``, ``samples.png``.
         seed: base seed; every generated sample has its own derived seed.
         voxel_mm: voxel side in millimetres.
-        csf_threshold: intensity separating CSF from tissue.
+        csf_threshold: intensity separating CSF from tissue (brain volume; ventricles unless set below).
+        ventricle_threshold, ventricle_reference_percentile: the ventricle measurement's threshold, relative to
+            that percentile of the ventricle region's intensities (see :func:`ventricle_volume_ml`); None each
+            falls back to ``csf_threshold`` on absolute intensities.
         ms_ssim: callable(x, y) -> per-pair MS-SSIM (MONAI ``MultiScaleSSIMMetric``).
         mmd: callable(y, y_pred) -> MMD (MONAI ``MMDMetric``).
         fid_feature_extractor_path: TorchScript 3D feature extractor; None skips FID (and says so).
@@ -109,6 +156,8 @@ class GenerativeEvaluation:
         device: where sampling runs.
         metadata: extra provenance written into the report.
         progress: show tqdm bars.
+        reconstruct: image -> autoencoder reconstruction; when given, the volumes are also measured on the real
+            images' reconstructions, the ceiling the autoencoder sets on any sample's fidelity. None skips it.
     """
 
     def __init__(
@@ -123,6 +172,8 @@ class GenerativeEvaluation:
         seed: int = 0,
         voxel_mm: float = 4.0,
         csf_threshold: float = 0.5,
+        ventricle_threshold: float | None = None,
+        ventricle_reference_percentile: float | None = None,
         ms_ssim: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         mmd: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         fid_feature_extractor_path: str | None = None,
@@ -138,6 +189,7 @@ class GenerativeEvaluation:
         device: str | torch.device = "cpu",
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
+        reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         names = list(condition_names)
         for required in FIDELITY_CONDITIONS:
@@ -160,6 +212,8 @@ class GenerativeEvaluation:
         self.seed = int(seed)
         self.voxel_ml = float(voxel_mm) ** 3 / 1000.0
         self.csf_threshold = float(csf_threshold)
+        self.ventricle_threshold = self.csf_threshold if ventricle_threshold is None else float(ventricle_threshold)
+        self.ventricle_reference_percentile = check_percentile(ventricle_reference_percentile)
         self.ms_ssim = ms_ssim
         self.mmd = mmd
         self.fid_feature_extractor_path = fid_feature_extractor_path
@@ -175,8 +229,10 @@ class GenerativeEvaluation:
         self.device = torch.device(device)
         self.metadata = dict(metadata or {})
         self.progress = progress
+        self.reconstruct = reconstruct
         self._next_seed = self.seed
         self._latent_spreads: dict[str, list[float]] = {}
+        self._sweep_firsts: dict[str, list[torch.Tensor]] = {}
 
     def generate(self, conditions: torch.Tensor, description: str) -> torch.Tensor:
         """(N, 1, X, Y, Z) samples in [0, 1], one fresh seed each."""
@@ -271,7 +327,9 @@ class GenerativeEvaluation:
     def measure(self, name: str, volume: np.ndarray) -> float:
         """Measured volume (ml) of condition ``name`` in an (X, Y, Z) image."""
         if name == "ventricular_vol":
-            return ventricle_volume_ml(volume, self.ventricle_roi, self.csf_threshold, self.voxel_ml)
+            return ventricle_volume_ml(
+                volume, self.ventricle_roi, self.ventricle_threshold, self.voxel_ml, self.ventricle_reference_percentile
+            )
         return brain_volume_ml(volume, self.csf_threshold, self.voxel_ml)
 
     def fidelity(self) -> dict[str, Any]:
@@ -284,6 +342,7 @@ class GenerativeEvaluation:
             conditions[:, column] = torch.tensor(requested)
             images = self.generate(conditions, f"fidelity {name}")
             self.check_shape(images)
+            self._sweep_firsts[name] = [images[requested.index(v)] for v in self.fidelity_values]
             measured = [self.measure(name, image[0].numpy()) for image in images]
             report[name] = {
                 "requested": requested,
@@ -292,7 +351,34 @@ class GenerativeEvaluation:
             }
         return report
 
-    def measurement_check(self, reference: list[Mapping[str, Any]]) -> dict[str, Any]:
+    def fidelity_at(self, images: torch.Tensor, conditions: torch.Tensor) -> dict[str, Any]:
+        """Requested against measured volumes of samples drawn at real subjects' whole condition vectors.
+
+        The sweeps move one condition with the others held, which a model trained on correlated conditions
+        (older subjects have larger ventricles) may never have seen; this asks for real combinations instead.
+        """
+        report: dict[str, Any] = {}
+        for name in FIDELITY_CONDITIONS:
+            requested = conditions[:, self.condition_names.index(name)].tolist()
+            measured = [self.measure(name, image[0].numpy()) for image in images]
+            report[name] = {
+                "requested": requested,
+                "measured_ml": measured,
+                "pearson_r": pearson_r(requested, measured),
+            }
+        return report
+
+    def reconstructed(self, reference: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The real images through the autoencoder alone: what the decoder can give back of a known volume."""
+        items = []
+        with torch.no_grad():
+            for item in reference:
+                image = torch.as_tensor(item["image"]).float()[None].to(self.device)
+                output = torch.as_tensor(self.reconstruct(image)).float().clamp(0, 1).cpu()[0]
+                items.append({**item, "image": output})
+        return items
+
+    def measurement_check(self, reference: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """The same measurements on real images against their known (normalised) volumes."""
         check: dict[str, Any] = {}
         for name in FIDELITY_CONDITIONS:
@@ -312,6 +398,33 @@ class GenerativeEvaluation:
                 scatter_panel(entry["requested"], entry["measured_ml"], title, f"requested {name}", "measured ml")
             )
         return side_by_side(panels, gap=8, background=255)
+
+    def ventricle_sweep_picture(self, reference: Sequence[Mapping[str, Any]]) -> Any:
+        """Axial slices through the ventricles: the first sample of each requested ventricular volume, above real
+        subjects at the same quantiles of their known volume. Whether the ventricles grow is plain to see, which
+        no single correlation shows (a sample that only darkens can fool a threshold)."""
+        z = int(np.argmax((self.ventricle_roi > 0).sum(axis=(0, 1))))
+        column = self.condition_names.index("ventricular_vol")
+        known = sorted(reference, key=lambda item: float(torch.as_tensor(item["condition"]).reshape(-1)[column]))
+        picks = [known[round(q * (len(known) - 1))] for q in self.fidelity_values]
+        rows = [
+            side_by_side(
+                [
+                    captioned(axial(i[0].numpy(), z=z), f"asked {v:.1f}")
+                    for i, v in zip(self._sweep_firsts["ventricular_vol"], self.fidelity_values)
+                ]
+            ),
+            side_by_side(
+                [
+                    captioned(
+                        axial(torch.as_tensor(item["image"])[0].numpy(), z=z),
+                        f"real {float(torch.as_tensor(item['condition']).reshape(-1)[column]):.2f}",
+                    )
+                    for item in picks
+                ]
+            ),
+        ]
+        return captioned(grid(rows), "ventricular volume: generated (top) and real subjects (bottom)")
 
     def run(self) -> dict[str, Any]:
         reference = self.reference_images()
@@ -336,19 +449,25 @@ class GenerativeEvaluation:
             report["feature_distance"] = self.feature_distance(generated, real_images)
         fidelity = self.fidelity()
         report["conditioning_fidelity"] = fidelity
+        report["conditioning_fidelity_at_reference_conditions"] = self.fidelity_at(generated, conditions)
         report["measurement_check_on_real_images"] = self.measurement_check(reference)
+        if self.reconstruct is not None:
+            report["measurement_check_on_reconstructions"] = self.measurement_check(self.reconstructed(reference))
         report["same_condition_diversity"], same_condition_images = self.same_condition(real)
         report["latent_spread"] = self.latent_spread()
         report["measurement"] = {
             "csf_threshold": self.csf_threshold,
+            "ventricle_threshold": self.ventricle_threshold,
+            "ventricle_reference_percentile": self.ventricle_reference_percentile,
             "voxel_ml": self.voxel_ml,
-            "ventricles": "voxels below csf_threshold inside the MNI ventricle ROI",
+            "ventricles": describe_ventricle_measure(self.ventricle_threshold, self.ventricle_reference_percentile),
             "brain": "voxels at or above csf_threshold in the skull-stripped field of view",
         }
         report = json_safe(report)
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_png(self.fidelity_plot(fidelity), self.output_dir / "conditioning_fidelity.png")
+        write_png(self.ventricle_sweep_picture(reference), self.output_dir / "ventricle_sweep.png")
         rows = [
             captioned(triplanar(image[0].numpy()), "condition " + ", ".join(f"{v:.2f}" for v in c.tolist()))
             for image, c in zip(generated[:4], conditions[:4])

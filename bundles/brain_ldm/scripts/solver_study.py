@@ -25,7 +25,14 @@ from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import axial, captioned, grid, side_by_side
 from scripts.common.seeding import seeded_generator
 from scripts.common.solvers import SOLVERS
-from scripts.evaluation import LATENT_SPREAD_TOLERANCE, brain_volume_ml, pearson_r, ventricle_volume_ml
+from scripts.evaluation import (
+    LATENT_SPREAD_TOLERANCE,
+    brain_volume_ml,
+    check_percentile,
+    describe_ventricle_measure,
+    pearson_r,
+    ventricle_volume_ml,
+)
 
 __all__ = [
     "SolverStudy",
@@ -139,7 +146,8 @@ class SolverStudy:
         settings: what :func:`check_study` returns, the reference first.
         ssim: callable(images, reference) -> per-sample SSIM; ms_ssim: callable(x, y) -> per-pair MS-SSIM.
         output_dir: destination, created only when the results are written.
-        max_pairs, voxel_mm, csf_threshold: diversity pairs and the volume measurement, as in ``evaluate.json``.
+        max_pairs, voxel_mm, csf_threshold, ventricle_threshold, ventricle_reference_percentile: diversity pairs
+            and the volume measurement, as in ``evaluate.json``.
         metadata: provenance written into the record.
     """
 
@@ -159,6 +167,8 @@ class SolverStudy:
         max_pairs: int = 100,
         voxel_mm: float = 4.0,
         csf_threshold: float = 0.5,
+        ventricle_threshold: float | None = None,
+        ventricle_reference_percentile: float | None = None,
         device: str | torch.device = "cpu",
         metadata: Mapping[str, Any] | None = None,
         progress: bool = True,
@@ -169,6 +179,8 @@ class SolverStudy:
         self.ssim, self.ms_ssim, self.output_dir = ssim, ms_ssim, Path(output_dir)
         self.seed, self.max_pairs = int(seed), int(max_pairs)
         self.voxel_ml, self.csf_threshold = float(voxel_mm) ** 3 / 1000.0, float(csf_threshold)
+        self.ventricle_threshold = self.csf_threshold if ventricle_threshold is None else float(ventricle_threshold)
+        self.ventricle_reference_percentile = check_percentile(ventricle_reference_percentile)
         self.device, self.metadata, self.progress = torch.device(device), dict(metadata or {}), progress
 
     def sample(self, sampler: ConditionalLatentSampler, index: int) -> tuple[torch.Tensor, float, float, float]:
@@ -183,10 +195,12 @@ class SolverStudy:
 
     def row(self, setting: Setting, images: torch.Tensor, reference: torch.Tensor, spreads: list[float]) -> dict:
         """Every measure of one setting but time: distance to the reference, fidelity r, diversity, latent spread."""
-        roi, threshold, voxel_ml = self.ventricle_roi, self.csf_threshold, self.voxel_ml
+        roi, voxel_ml, percentile = self.ventricle_roi, self.voxel_ml, self.ventricle_reference_percentile
         measured = {
-            "ventricular_vol": [ventricle_volume_ml(v[0].numpy(), roi, threshold, voxel_ml) for v in images],
-            "brain_vol": [brain_volume_ml(v[0].numpy(), threshold, voxel_ml) for v in images],
+            "ventricular_vol": [
+                ventricle_volume_ml(v[0].numpy(), roi, self.ventricle_threshold, voxel_ml, percentile) for v in images
+            ],
+            "brain_vol": [brain_volume_ml(v[0].numpy(), self.csf_threshold, voxel_ml) for v in images],
         }
         requested = {name: self.conditions[:, self.condition_names.index(name)].tolist() for name in measured}
         diversity, pairs = pairwise_mean(images, self.ms_ssim, self.max_pairs)
@@ -232,6 +246,9 @@ class SolverStudy:
             "conditions": self.conditions.tolist(),
             "settings": [{"solver": solver, "steps": steps} for solver, steps in self.settings],
             "definitions": DEFINITIONS,
+            "ventricle_measure": describe_ventricle_measure(
+                self.ventricle_threshold, self.ventricle_reference_percentile
+            ),
             "rows": rows,
             "table": format_table(rows),
         }
