@@ -156,8 +156,9 @@ class GenerativeEvaluation:
         device: where sampling runs.
         metadata: extra provenance written into the report.
         progress: show tqdm bars.
-        reconstruct: image -> autoencoder reconstruction; when given, the volumes are also measured on the real
-            images' reconstructions, the ceiling the autoencoder sets on any sample's fidelity. None skips it.
+        reconstruct: image -> autoencoder reconstruction (from the posterior mean, so it is repeatable); when
+            given, the volumes are also measured on the real images' reconstructions: the ceiling the
+            autoencoder sets on any sample's fidelity. None skips it.
     """
 
     def __init__(
