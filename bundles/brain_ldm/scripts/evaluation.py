@@ -344,13 +344,12 @@ class GenerativeEvaluation:
             images = self.generate(conditions, f"fidelity {name}")
             self.check_shape(images)
             self._sweep_firsts[name] = [images[requested.index(v)] for v in self.fidelity_values]
-            measured = [self.measure(name, image[0].numpy()) for image in images]
-            report[name] = {
-                "requested": requested,
-                "measured_ml": measured,
-                "pearson_r": pearson_r(requested, measured),
-            }
+            report[name] = self.requested_against_measured(name, requested, images)
         return report
+
+    def requested_against_measured(self, name: str, requested: list[float], images: torch.Tensor) -> dict[str, Any]:
+        measured = [self.measure(name, image[0].numpy()) for image in images]
+        return {"requested": requested, "measured_ml": measured, "pearson_r": pearson_r(requested, measured)}
 
     def fidelity_at(self, images: torch.Tensor, conditions: torch.Tensor) -> dict[str, Any]:
         """Requested against measured volumes of samples drawn at real subjects' whole condition vectors.
@@ -358,16 +357,12 @@ class GenerativeEvaluation:
         The sweeps move one condition with the others held, which a model trained on correlated conditions
         (older subjects have larger ventricles) may never have seen; this asks for real combinations instead.
         """
-        report: dict[str, Any] = {}
-        for name in FIDELITY_CONDITIONS:
-            requested = conditions[:, self.condition_names.index(name)].tolist()
-            measured = [self.measure(name, image[0].numpy()) for image in images]
-            report[name] = {
-                "requested": requested,
-                "measured_ml": measured,
-                "pearson_r": pearson_r(requested, measured),
-            }
-        return report
+        return {
+            name: self.requested_against_measured(
+                name, conditions[:, self.condition_names.index(name)].tolist(), images
+            )
+            for name in FIDELITY_CONDITIONS
+        }
 
     def reconstructed(self, reference: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """The real images through the autoencoder alone: what the decoder can give back of a known volume."""

@@ -101,8 +101,13 @@ class VentricleMeasureCalibration:
 
         def report(measure: Measure) -> dict[str, Any]:
             per_split = {name: pearson_r(t, self.measured(v, measure)) for name, (v, t) in splits.items()}
-            return {"threshold": measure[0], "percentile": measure[1], "pearson_r": per_split,
-                    "description": describe_ventricle_measure(*measure)}  # fmt: skip
+            description = describe_ventricle_measure(*measure)
+            return {
+                "threshold": measure[0],
+                "percentile": measure[1],
+                "pearson_r": per_split,
+                "description": description,
+            }
 
         record = json_safe(
             {
