@@ -37,6 +37,13 @@ from scripts.common.image_similarity import four_gradient_region_ssim, pairwise_
 from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import axial, captioned, grid, scatter_panel, side_by_side, triplanar
 from scripts.common.seeding import seeded_generator
+from scripts.measures import (  # noqa: F401  (re-exported: the evaluation's measurements)
+    BrainVolumes,
+    brain_volume_ml,
+    check_percentile,
+    describe_ventricle_measure,
+    ventricle_volume_ml,
+)
 
 __all__ = [
     "GenerativeEvaluation",
@@ -53,51 +60,6 @@ FIDELITY_CONDITIONS = ("ventricular_vol", "brain_vol")
 LATENT_SPREAD_TOLERANCE = 0.2
 #: The brain region for the same-condition comparison: where the real images' mean is at least this bright.
 BRAIN_REGION_THRESHOLD = 0.1
-
-
-def ventricle_volume_ml(
-    volume: np.ndarray,
-    ventricle_roi: np.ndarray,
-    csf_threshold: float,
-    voxel_ml: float,
-    reference_percentile: float | None = None,
-) -> float:
-    """CSF-dark voxels inside the ventricle region, in millilitres.
-
-    With ``reference_percentile`` the threshold is a fraction of that percentile of the region's own
-    intensities (the white matter around the ventricles), so that an image's overall brightness and a
-    smooth bias field, which move a fixed threshold across the ventricle walls, cancel out.
-    """
-    region = ventricle_roi > 0
-    if reference_percentile is not None:
-        if not region.any():
-            raise ValueError("ventricle_roi is empty: a relative threshold needs the region's intensities")
-        csf_threshold = csf_threshold * float(np.percentile(volume[region], reference_percentile))
-    return float(((volume < csf_threshold) & region).sum() * voxel_ml)
-
-
-def describe_ventricle_measure(threshold: float, reference_percentile: float | None) -> str:
-    """How ventricles were measured, in words, for a report."""
-    if reference_percentile is None:
-        return f"voxels below {threshold} inside the MNI ventricle ROI"
-    return (
-        f"voxels darker than {threshold} x the {reference_percentile:g}th intensity percentile of the MNI "
-        "ventricle ROI (its white matter), inside that ROI"
-    )
-
-
-def check_percentile(value: float | None, name: str = "ventricle_reference_percentile") -> float | None:
-    """A percentile in (0, 100], or None; anything else is named before any sample is drawn."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
-        raise ValueError(f"{name}={value!r} must be a number in (0, 100] or null")
-    return float(value)
-
-
-def brain_volume_ml(volume: np.ndarray, csf_threshold: float, voxel_ml: float) -> float:
-    """Tissue-bright voxels of a skull-stripped image, in millilitres."""
-    return float((volume >= csf_threshold).sum() * voxel_ml)
 
 
 def pearson_r(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -207,14 +169,16 @@ class GenerativeEvaluation:
         self.diffusion = diffusion
         self.decode = decode
         self.reference_images = reference_images
-        self.ventricle_roi = np.asarray(ventricle_roi)
         self.condition_names = names
         self.output_dir = Path(output_dir)
         self.seed = int(seed)
-        self.voxel_ml = float(voxel_mm) ** 3 / 1000.0
-        self.csf_threshold = float(csf_threshold)
-        self.ventricle_threshold = self.csf_threshold if ventricle_threshold is None else float(ventricle_threshold)
-        self.ventricle_reference_percentile = check_percentile(ventricle_reference_percentile)
+        self.volumes = BrainVolumes(
+            ventricle_roi,
+            csf_threshold,
+            float(voxel_mm) ** 3 / 1000.0,
+            ventricle_threshold,
+            ventricle_reference_percentile,
+        )
         self.ms_ssim = ms_ssim
         self.mmd = mmd
         self.fid_feature_extractor_path = fid_feature_extractor_path
@@ -233,7 +197,6 @@ class GenerativeEvaluation:
         self.reconstruct = reconstruct
         self._next_seed = self.seed
         self._latent_spreads: dict[str, list[float]] = {}
-        self._sweep_firsts: dict[str, list[torch.Tensor]] = {}
 
     def generate(self, conditions: torch.Tensor, description: str) -> torch.Tensor:
         """(N, 1, X, Y, Z) samples in [0, 1], one fresh seed each."""
@@ -302,9 +265,9 @@ class GenerativeEvaluation:
         return report, images
 
     def check_shape(self, images: torch.Tensor) -> None:
-        if tuple(images.shape[2:]) != self.ventricle_roi.shape:
+        if tuple(images.shape[2:]) != self.volumes.ventricle_roi.shape:
             raise ValueError(
-                f"ventricle_roi shape {self.ventricle_roi.shape} differs from the sample shape {tuple(images.shape[2:])}"
+                f"ventricle_roi shape {self.volumes.ventricle_roi.shape} differs from the sample shape {tuple(images.shape[2:])}"
             )
 
     def diversity(self, images: torch.Tensor) -> dict[str, Any]:
@@ -327,15 +290,13 @@ class GenerativeEvaluation:
 
     def measure(self, name: str, volume: np.ndarray) -> float:
         """Measured volume (ml) of condition ``name`` in an (X, Y, Z) image."""
-        if name == "ventricular_vol":
-            return ventricle_volume_ml(
-                volume, self.ventricle_roi, self.ventricle_threshold, self.voxel_ml, self.ventricle_reference_percentile
-            )
-        return brain_volume_ml(volume, self.csf_threshold, self.voxel_ml)
+        return self.volumes.ventricles(volume) if name == "ventricular_vol" else self.volumes.brain(volume)
 
-    def fidelity(self) -> dict[str, Any]:
-        """Sweeps of requested ventricular and brain volume, with measured volumes and Pearson r."""
+    def fidelity(self) -> tuple[dict[str, Any], dict[str, list[torch.Tensor]]]:
+        """Sweeps of requested ventricular and brain volume, with measured volumes and Pearson r; and each
+        sweep's first sample per requested value, for the picture."""
         report: dict[str, Any] = {}
+        firsts: dict[str, list[torch.Tensor]] = {}
         for name in FIDELITY_CONDITIONS:
             column = self.condition_names.index(name)
             requested = [v for v in self.fidelity_values for _ in range(self.fidelity_samples_per_value)]
@@ -343,9 +304,9 @@ class GenerativeEvaluation:
             conditions[:, column] = torch.tensor(requested)
             images = self.generate(conditions, f"fidelity {name}")
             self.check_shape(images)
-            self._sweep_firsts[name] = [images[requested.index(v)] for v in self.fidelity_values]
+            firsts[name] = [images[requested.index(v)] for v in self.fidelity_values]
             report[name] = self.requested_against_measured(name, requested, images)
-        return report
+        return report, firsts
 
     def requested_against_measured(self, name: str, requested: list[float], images: torch.Tensor) -> dict[str, Any]:
         measured = [self.measure(name, image[0].numpy()) for image in images]
@@ -395,20 +356,17 @@ class GenerativeEvaluation:
             )
         return side_by_side(panels, gap=8, background=255)
 
-    def ventricle_sweep_picture(self, reference: Sequence[Mapping[str, Any]]) -> Any:
+    def ventricle_sweep_picture(self, sweep: Sequence[torch.Tensor], reference: Sequence[Mapping[str, Any]]) -> Any:
         """Axial slices through the ventricles: the first sample of each requested ventricular volume, above real
         subjects at the same quantiles of their known volume. Whether the ventricles grow is plain to see, which
         no single correlation shows (a sample that only darkens can fool a threshold)."""
-        z = int(np.argmax((self.ventricle_roi > 0).sum(axis=(0, 1))))
+        z = int(np.argmax((self.volumes.ventricle_roi > 0).sum(axis=(0, 1))))
         column = self.condition_names.index("ventricular_vol")
         known = sorted(reference, key=lambda item: float(torch.as_tensor(item["condition"]).reshape(-1)[column]))
         picks = [known[round(q * (len(known) - 1))] for q in self.fidelity_values]
         rows = [
             side_by_side(
-                [
-                    captioned(axial(i[0].numpy(), z=z), f"asked {v:.1f}")
-                    for i, v in zip(self._sweep_firsts["ventricular_vol"], self.fidelity_values)
-                ]
+                [captioned(axial(i[0].numpy(), z=z), f"asked {v:.1f}") for i, v in zip(sweep, self.fidelity_values)]
             ),
             side_by_side(
                 [
@@ -443,7 +401,7 @@ class GenerativeEvaluation:
             distance_real = self.distance_real_images() if self.distance_real_images is not None else reference
             real_images = [torch.as_tensor(item["image"]).float() for item in distance_real]
             report["feature_distance"] = self.feature_distance(generated, real_images)
-        fidelity = self.fidelity()
+        fidelity, sweep_firsts = self.fidelity()
         report["conditioning_fidelity"] = fidelity
         report["conditioning_fidelity_at_reference_conditions"] = self.fidelity_at(generated, conditions)
         report["measurement_check_on_real_images"] = self.measurement_check(reference)
@@ -451,19 +409,15 @@ class GenerativeEvaluation:
             report["measurement_check_on_reconstructions"] = self.measurement_check(self.reconstructed(reference))
         report["same_condition_diversity"], same_condition_images = self.same_condition(real)
         report["latent_spread"] = self.latent_spread()
-        report["measurement"] = {
-            "csf_threshold": self.csf_threshold,
-            "ventricle_threshold": self.ventricle_threshold,
-            "ventricle_reference_percentile": self.ventricle_reference_percentile,
-            "voxel_ml": self.voxel_ml,
-            "ventricles": describe_ventricle_measure(self.ventricle_threshold, self.ventricle_reference_percentile),
-            "brain": "voxels at or above csf_threshold in the skull-stripped field of view",
-        }
+        report["measurement"] = self.volumes.describe()
         report = json_safe(report)
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_png(self.fidelity_plot(fidelity), self.output_dir / "conditioning_fidelity.png")
-        write_png(self.ventricle_sweep_picture(reference), self.output_dir / "ventricle_sweep.png")
+        write_png(
+            self.ventricle_sweep_picture(sweep_firsts["ventricular_vol"], reference),
+            self.output_dir / "ventricle_sweep.png",
+        )
         rows = [
             captioned(triplanar(image[0].numpy()), "condition " + ", ".join(f"{v:.2f}" for v in c.tolist()))
             for image, c in zip(generated[:4], conditions[:4])

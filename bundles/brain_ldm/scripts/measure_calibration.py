@@ -18,7 +18,8 @@ import torch
 
 from scripts.common.atomic_io import json_safe, write_json, write_png
 from scripts.common.previews import scatter_panel, side_by_side
-from scripts.evaluation import check_percentile, describe_ventricle_measure, pearson_r, ventricle_volume_ml
+from scripts.evaluation import pearson_r
+from scripts.measures import check_percentile, describe_ventricle_measure, ventricle_volume_ml
 
 __all__ = ["VentricleMeasureCalibration"]
 

@@ -25,14 +25,8 @@ from scripts.common.latent_diffusion import ConditionalLatentSampler
 from scripts.common.previews import axial, captioned, grid, side_by_side
 from scripts.common.seeding import seeded_generator
 from scripts.common.solvers import SOLVERS
-from scripts.evaluation import (
-    LATENT_SPREAD_TOLERANCE,
-    brain_volume_ml,
-    check_percentile,
-    describe_ventricle_measure,
-    pearson_r,
-    ventricle_volume_ml,
-)
+from scripts.evaluation import LATENT_SPREAD_TOLERANCE, pearson_r
+from scripts.measures import BrainVolumes
 
 __all__ = [
     "SolverStudy",
@@ -175,12 +169,16 @@ class SolverStudy:
     ) -> None:
         self.make_sampler, self.diffusion, self.decode = make_sampler, diffusion, decode
         self.conditions, self.condition_names = torch.as_tensor(conditions).float(), list(condition_names)
-        self.ventricle_roi, self.settings = np.asarray(ventricle_roi), [(str(s), int(n)) for s, n in settings]
+        self.settings = [(str(s), int(n)) for s, n in settings]
         self.ssim, self.ms_ssim, self.output_dir = ssim, ms_ssim, Path(output_dir)
         self.seed, self.max_pairs = int(seed), int(max_pairs)
-        self.voxel_ml, self.csf_threshold = float(voxel_mm) ** 3 / 1000.0, float(csf_threshold)
-        self.ventricle_threshold = self.csf_threshold if ventricle_threshold is None else float(ventricle_threshold)
-        self.ventricle_reference_percentile = check_percentile(ventricle_reference_percentile)
+        self.volumes = BrainVolumes(
+            ventricle_roi,
+            csf_threshold,
+            float(voxel_mm) ** 3 / 1000.0,
+            ventricle_threshold,
+            ventricle_reference_percentile,
+        )
         self.device, self.metadata, self.progress = torch.device(device), dict(metadata or {}), progress
 
     def sample(self, sampler: ConditionalLatentSampler, index: int) -> tuple[torch.Tensor, float, float, float]:
@@ -195,12 +193,9 @@ class SolverStudy:
 
     def row(self, setting: Setting, images: torch.Tensor, reference: torch.Tensor, spreads: list[float]) -> dict:
         """Every measure of one setting but time: distance to the reference, fidelity r, diversity, latent spread."""
-        roi, voxel_ml, percentile = self.ventricle_roi, self.voxel_ml, self.ventricle_reference_percentile
         measured = {
-            "ventricular_vol": [
-                ventricle_volume_ml(v[0].numpy(), roi, self.ventricle_threshold, voxel_ml, percentile) for v in images
-            ],
-            "brain_vol": [brain_volume_ml(v[0].numpy(), self.csf_threshold, voxel_ml) for v in images],
+            "ventricular_vol": [self.volumes.ventricles(v[0].numpy()) for v in images],
+            "brain_vol": [self.volumes.brain(v[0].numpy()) for v in images],
         }
         requested = {name: self.conditions[:, self.condition_names.index(name)].tolist() for name in measured}
         diversity, pairs = pairwise_mean(images, self.ms_ssim, self.max_pairs)
@@ -246,9 +241,7 @@ class SolverStudy:
             "conditions": self.conditions.tolist(),
             "settings": [{"solver": solver, "steps": steps} for solver, steps in self.settings],
             "definitions": DEFINITIONS,
-            "ventricle_measure": describe_ventricle_measure(
-                self.ventricle_threshold, self.ventricle_reference_percentile
-            ),
+            "ventricle_measure": self.volumes.describe()["ventricles"],
             "rows": rows,
             "table": format_table(rows),
         }
